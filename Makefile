@@ -1,0 +1,50 @@
+# Redundancy Explorer. `make run` starts the app, `make test` runs the tests; both set up .venv first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PORT ?= 8501
+
+.PHONY: help run test test-all lint typecheck bench browser-deps load clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): requirements.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt
+	touch $(STAMP)
+
+venv: $(STAMP)  ## create .venv and install requirements (only when requirements.txt changed)
+
+run: $(STAMP)  ## start the app on the embedded default dataset (digits), on localhost
+	$(BIN)/streamlit run app.py --server.port $(PORT)
+
+browser-deps:  ## Debian's chromium for the real-browser tests (skipped there if it cannot be installed)
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
+		echo "chromium could not be installed: browser tests will skip"
+
+lint: $(STAMP)
+	$(BIN)/ruff check core ui pages app.py tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy core
+
+test: $(STAMP) browser-deps  ## lint, type-check core, and run the default test suite (CPU, offline)
+	$(BIN)/ruff check core ui pages app.py tests bench
+	$(BIN)/mypy core
+	$(BIN)/python -m pytest -q
+
+test-all: $(STAMP) browser-deps  ## also the slow tests (CIFAR-10 end to end, kill/resume at scale)
+	$(BIN)/python -m pytest -q -m "slow or not slow"
+
+load: $(STAMP)  ## the load test: 1M-hash search and 5 concurrent app sessions
+	$(BIN)/python -m pytest -q -m load tests/test_load.py
+
+bench: $(STAMP)  ## benchmarks against baselines, written to docs/BENCHMARKS.md
+	$(BIN)/pip install -q -r bench/requirements.txt
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

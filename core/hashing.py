@@ -1,0 +1,190 @@
+"""Perceptual hashes (aHash, dHash, pHash, wHash) for whole batches, bit for bit imagehash's.
+
+imagehash converts each image to gray and resizes it with Pillow's LANCZOS filter, then
+thresholds a small array. Calling it per image costs two Pillow calls and Python overhead for
+every image. Here a batch is stacked into one tall image: Pillow's resize is separable and runs
+its horizontal pass first, row by row, so resizing the tall image's width is exactly every
+image's horizontal pass; laying the results side by side and resizing the height is exactly
+every vertical pass. Two Pillow calls then serve thousands of images with the same fixed-point
+arithmetic, and the thresholds are vectorised numpy. Hash references: hackerfactor's "Looks
+Like It" (aHash, pHash) and "Kind of Like That" (dHash); wHash from imagehash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
+
+from core import cache
+from core.datasets import Dataset
+from core.types import Codes, Images, ProgressFn, report
+
+METHODS = ("ahash", "dhash", "phash", "whash")
+HASH_SIZES = (8, 16)
+BATCH = 2048  # images per Pillow call; bounds memory and the tall image's height
+
+
+@dataclass(frozen=True)
+class HashConfig:
+    """Which perceptual hash, at which hash size (bits = hash_size ** 2)."""
+
+    method: str = "phash"
+    hash_size: int = 8
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown hash method {self.method!r}: must be one of {', '.join(METHODS)}")
+        if self.hash_size not in HASH_SIZES:
+            raise ValueError(f"hash size must be one of {HASH_SIZES}, got {self.hash_size}")
+
+    @property
+    def bits(self) -> int:
+        return self.hash_size * self.hash_size
+
+    @property
+    def label(self) -> str:
+        return f"{self.method}{self.hash_size}"
+
+
+def to_gray(images: Images) -> NDArray[np.uint8]:
+    """(N, H, W, C) to (N, H, W) with Pillow's own RGB->L conversion (one call per batch)."""
+    n, h, w, c = images.shape
+    if c == 1:
+        return np.ascontiguousarray(images[..., 0])
+    tall = Image.fromarray(np.ascontiguousarray(images).reshape(n * h, w, c), "RGB")
+    return np.asarray(tall.convert("L")).reshape(n, h, w)
+
+
+def _horizontal(gray: NDArray[np.uint8], width: int) -> NDArray[np.uint8]:
+    n, h, w = gray.shape
+    if width == w:
+        return gray
+    tall = Image.fromarray(np.ascontiguousarray(gray).reshape(n * h, w), "L")
+    return np.asarray(tall.resize((width, n * h), Image.Resampling.LANCZOS)).reshape(n, h, width)
+
+
+def _vertical(gray: NDArray[np.uint8], height: int) -> NDArray[np.uint8]:
+    n, h, w = gray.shape
+    if height == h:
+        return gray
+    wide = Image.fromarray(np.ascontiguousarray(gray.transpose(1, 0, 2)).reshape(h, n * w), "L")
+    res = np.asarray(wide.resize((n * w, height), Image.Resampling.LANCZOS))
+    return res.reshape(height, n, w).transpose(1, 0, 2)
+
+
+@lru_cache(maxsize=256)
+def _horizontal_first(h: int, w: int, height: int, width: int) -> bool:
+    """Which pass Pillow runs first for this shape pair, read off a random probe image.
+
+    Pillow chooses the order itself (it depends on the shapes, and may change between
+    versions); asking it once per shape pair keeps the batch path bit-exact.
+    """
+    probe = np.random.default_rng(h * 131 + w).integers(0, 256, (2, h, w), dtype=np.uint8)
+    ref = np.stack([np.asarray(Image.fromarray(p, "L").resize((width, height), Image.Resampling.LANCZOS))
+                    for p in probe])
+    return bool(np.array_equal(_vertical(_horizontal(probe, width), height), ref))
+
+
+def resize_gray(gray: NDArray[np.uint8], height: int, width: int) -> NDArray[np.uint8]:
+    """Resize every (H, W) gray image to (height, width) exactly as Pillow's LANCZOS would.
+
+    One pass on the images stacked vertically, the other on them side by side, in the
+    order Pillow itself uses for this shape pair.
+    """
+    _, h, w = gray.shape
+    if h != height and w != width and not _horizontal_first(h, w, height, width):
+        return np.ascontiguousarray(_horizontal(_vertical(gray, height), width))
+    return np.ascontiguousarray(_vertical(_horizontal(gray, width), height))
+
+
+def _ahash(gray: NDArray[np.uint8], hs: int) -> NDArray[np.bool_]:
+    px = resize_gray(gray, hs, hs).reshape(len(gray), -1)
+    out: NDArray[np.bool_] = px > px.mean(axis=1, keepdims=True)
+    return out
+
+
+def _dhash(gray: NDArray[np.uint8], hs: int) -> NDArray[np.bool_]:
+    px = resize_gray(gray, hs, hs + 1)
+    return (px[:, :, 1:] > px[:, :, :-1]).reshape(len(gray), -1)
+
+
+def _phash(gray: NDArray[np.uint8], hs: int) -> NDArray[np.bool_]:
+    import scipy.fftpack
+
+    px = resize_gray(gray, 4 * hs, 4 * hs)
+    dct = scipy.fftpack.dct(scipy.fftpack.dct(px, axis=1), axis=2)
+    low = dct[:, :hs, :hs].reshape(len(gray), -1)
+    out: NDArray[np.bool_] = low > np.median(low, axis=1, keepdims=True)
+    return out
+
+
+def _whash(gray: NDArray[np.uint8], hs: int) -> NDArray[np.bool_]:
+    import pywt
+
+    n, h, w = gray.shape
+    scale = max(2 ** int(np.log2(min(h, w))), hs)  # imagehash: the image's natural power of two
+    ll_max = int(np.log2(scale))
+    px = resize_gray(gray, scale, scale) / 255.0
+    coeffs = list(pywt.wavedec2(px, "haar", level=ll_max, axes=(1, 2)))
+    coeffs[0] = coeffs[0] * 0
+    px = pywt.waverec2(coeffs, "haar", axes=(1, 2))
+    low = pywt.wavedec2(px, "haar", level=ll_max - int(np.log2(hs)), axes=(1, 2))[0].reshape(n, -1)
+    out: NDArray[np.bool_] = low > np.median(low, axis=1, keepdims=True)
+    return out
+
+
+_KERNELS = {"ahash": _ahash, "dhash": _dhash, "phash": _phash, "whash": _whash}
+
+
+def hash_images(images: Images, cfg: HashConfig, on_progress: ProgressFn | None = None) -> Codes:
+    """Bit-packed hashes (N, bits // 8) of a batch; the hex of a row equals str(imagehash.X(img))."""
+    n = len(images)
+    out = np.zeros((n, cfg.bits // 8), np.uint8)
+    kernel = _KERNELS[cfg.method]
+    for lo in range(0, n, BATCH):
+        hi = min(n, lo + BATCH)
+        bits = kernel(to_gray(np.asarray(images[lo:hi])), cfg.hash_size)
+        out[lo:hi] = np.packbits(bits, axis=1)
+        report(on_progress, f"hash {cfg.label}", hi, n)
+    return out
+
+
+def exact_keys(images: Images) -> NDArray[np.uint8]:
+    """(N, 16) blake2b digests of the decoded pixels: equal rows are exact duplicates."""
+    out = np.zeros((len(images), 16), np.uint8)
+    for lo in range(0, len(images), BATCH):
+        block = np.ascontiguousarray(images[lo : lo + BATCH])
+        for k, img in enumerate(block):
+            out[lo + k] = np.frombuffer(hashlib.blake2b(img.tobytes(), digest_size=16).digest(), np.uint8)
+    return out
+
+
+def to_hex(codes: Codes) -> list[str]:
+    """Hex strings in imagehash's format, for manifests and comparison."""
+    return [bytes(row).hex() for row in codes]
+
+
+def reference_hash(image: NDArray[np.uint8], cfg: HashConfig) -> str:
+    """The imagehash package's hash of one (H, W, C) image, as hex: the reference for tests."""
+    import imagehash
+
+    pil = Image.fromarray(image[..., 0], "L") if image.shape[-1] == 1 else Image.fromarray(image, "RGB")
+    fn = {"ahash": imagehash.average_hash, "dhash": imagehash.dhash, "phash": imagehash.phash,
+          "whash": imagehash.whash}[cfg.method]
+    return str(fn(pil, hash_size=cfg.hash_size))
+
+
+def dataset_hashes(ds: Dataset, cfg: HashConfig, on_progress: ProgressFn | None = None) -> Codes:
+    """Hashes of every image of `ds`, cached by the dataset's fingerprint and `cfg`."""
+    key = cache.make_key("hash", cfg, ds.fingerprint)
+    return cache.cached_arrays(key, lambda: {"codes": hash_images(ds.images, cfg, on_progress)})["codes"]
+
+
+def dataset_exact_keys(ds: Dataset) -> NDArray[np.uint8]:
+    key = cache.make_key("exact", {}, ds.fingerprint)
+    return cache.cached_arrays(key, lambda: {"keys": exact_keys(ds.images)})["keys"]
