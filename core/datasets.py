@@ -187,9 +187,9 @@ class _Entry:
 
 
 def _is_split_layout(root: Path) -> bool:
-    return any((root / s).is_dir() and not (root / s).is_symlink() for s in SPLIT_NAMES) and not any(
-        p.is_file() and not p.name.startswith(".") for s in SPLIT_NAMES if (root / s).is_dir()
-        for p in (root / s).iterdir())
+    """root/{train,test}/<class>/...: a split folder exists and every other folder is hidden."""
+    dirs = [p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return bool(dirs) and all(d in SPLIT_NAMES for d in dirs)
 
 
 def scan_folder(root: Path) -> tuple[list[_Entry], tuple[str, ...], list[Skipped]]:
@@ -349,8 +349,12 @@ def _decode_all(root: Path, entries: list[_Entry], size: tuple[int, int], out_di
 def _folder_key(root: Path, entries: list[_Entry], classes: tuple[str, ...], image_size: int | None) -> str:
     h = hashlib.sha256()
     for e in entries:
-        st = (root / e.rel).stat()
-        h.update(f"{e.rel}\0{e.label}\0{e.split}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        try:
+            st = (root / e.rel).stat()
+            stamp = f"{st.st_size}\0{st.st_mtime_ns}"
+        except OSError as exc:  # dangling link, no permission: decoding will report it
+            stamp = type(exc).__name__
+        h.update(f"{e.rel}\0{e.label}\0{e.split}\0{stamp}\n".encode())
     return cache.make_key("folder", {"root": str(root), "image_size": image_size, "classes": classes}, h.hexdigest())
 
 

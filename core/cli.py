@@ -1,0 +1,208 @@
+"""`python -m core ...`: the same computations as the app, from a terminal.
+
+Long steps show tqdm bars fed by the one progress protocol; every error is one line on
+stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from core import cache
+from core.datasets import SOURCES, SPLIT_NAMES, TORCHVISION_SOURCES, Dataset, DatasetError, load_dataset
+from core.types import Progress, ProgressFn
+
+
+class TqdmProgress:
+    """Renders Progress reports as one tqdm bar per phase, on stderr."""
+
+    def __init__(self) -> None:
+        self._bars: dict[str, Any] = {}
+
+    def __call__(self, p: Progress) -> None:
+        from tqdm import tqdm
+
+        bar = self._bars.get(p.phase)
+        if bar is None:
+            bar = self._bars[p.phase] = tqdm(total=p.total or None, desc=p.phase, file=sys.stderr, leave=False)
+        if p.message:
+            bar.set_postfix_str(p.message[:40], refresh=False)
+        bar.update(p.done - bar.n)  # tqdm throttles the redraws itself
+        if p.total and p.done >= p.total:
+            bar.close()
+            del self._bars[p.phase]
+
+
+def _timed(label: str, fn: Callable[[], Any]) -> Any:
+    """Run one step, printing its time and whether it came from the cache."""
+    t0, misses = time.perf_counter(), cache.stats.misses
+    out = fn()
+    status = "computed" if cache.stats.misses > misses else "from cache"
+    print(f"{label}: {time.perf_counter() - t0:.2f} s ({status})")
+    return out
+
+
+def _load(args: argparse.Namespace, progress: ProgressFn) -> Dataset:
+    ds: Dataset = _timed("load", lambda: load_dataset(args.dataset, download=args.download,
+                                                          image_size=args.image_size, on_progress=progress))
+    counts = ds.counts()
+    print(f"dataset {ds.name}: {len(ds):,} images {ds.image_shape}, {len(ds.classes)} classes, "
+          f"train {sum(counts['train'].values()):,}, test {sum(counts['test'].values()):,}, "
+          f"skipped {len(ds.skipped)}")
+    for s in ds.skipped[:20]:
+        print(f"  skipped {s.path}: {s.reason}")
+    if len(ds.skipped) > 20:
+        print(f"  ... and {len(ds.skipped) - 20} more skipped files")
+    return ds
+
+
+def cmd_datasets(args: argparse.Namespace, progress: ProgressFn) -> int:
+    print("digits            scikit-learn's 8x8 digits (embedded default, no files needed)")
+    for name, (_, files) in TORCHVISION_SOURCES.items():
+        print(f"{name + ':ROOT':<17} torchvision; expects ROOT/{files} (--download fetches them when online)")
+    print("imagefolder:PATH  PATH/<class>/<image> or PATH/{train,test}/<class>/<image>, any Pillow format")
+    return 0
+
+
+def _hash_cfg(args: argparse.Namespace) -> Any:
+    from core.hashing import HashConfig
+
+    return HashConfig(args.method, args.hash_size)
+
+
+def cmd_hash(args: argparse.Namespace, progress: ProgressFn) -> int:
+    from core.hashing import dataset_hashes, to_hex
+
+    ds = _load(args, progress)
+    cfg = _hash_cfg(args)
+    codes = _timed(f"hash {cfg.label}", lambda: dataset_hashes(ds, cfg, progress))
+    for i in range(min(5, len(ds))):
+        print(f"  {ds.ids[i]}  {to_hex(codes[i : i + 1])[0]}")
+    return 0
+
+
+def _hash_selection(args: argparse.Namespace, ds: Dataset, progress: ProgressFn) -> Any:
+    from core.duplicates import build_index, hash_selection, max_radius
+
+    cfg = _hash_cfg(args)
+    if not 0 <= args.threshold <= max_radius(cfg.bits):
+        raise ValueError(f"--threshold must be between 0 and {max_radius(cfg.bits)} for {cfg.label}")
+    index = _timed("index (hashes + pairs)", lambda: build_index(ds, cfg, progress))
+    return index, hash_selection(ds, index, args.threshold, args.keep)
+
+
+def cmd_duplicates(args: argparse.Namespace, progress: ProgressFn) -> int:
+    from core.duplicates import SCOPES, exact_groups, groups_at, leaked_test_images
+
+    ds = _load(args, progress)
+    index, sel = _hash_selection(args, ds, progress)
+    t0 = time.perf_counter()
+    result: dict[str, Any] = {}
+    for scope in SCOPES:
+        g = groups_at(index, args.threshold, scope, args.keep, ds.sizes)
+        result[scope] = g
+        print(f"{scope:>12}: {len(g):,} groups, {g.n_images:,} images, largest {int(g.sizes.max()) if len(g) else 0}, "
+              f"largest diameter {int(g.diameter.max()) if len(g) else 0} bits")
+    leaked = leaked_test_images(index, args.threshold, ds.split)
+    n_test = int((ds.split == 1).sum())
+    print(f"train/test leakage: {len(leaked):,} of {n_test:,} test images have a near-duplicate in train")
+    print(f"exact pixel duplicates: {len(exact_groups(ds)):,} groups")
+    per = sel.per_class(ds.labels, len(ds.classes))
+    print(f"dedup (within class, train): removes {len(sel.removed):,} of {int(sel.pool.sum()):,} "
+          f"({100 * (1 - sel.kept_fraction):.2f}%), cut in {1000 * (time.perf_counter() - t0):.0f} ms")
+    for k, c in enumerate(ds.classes):
+        total = per["kept"][k] + per["removed"][k]
+        print(f"  {c:>12}: removes {per['removed'][k]:>6,} of {total:,}")
+    within = result["within-class"]
+    for g in range(min(args.show, len(within))):
+        mem = within.group(g)
+        names = ", ".join(f"{ds.ids[m]}{'*' if m == within.keep[g] else ''}" for m in mem[:6])
+        print(f"  group {g}: {len(mem)} images, diameter {within.diameter[g]}: {names}{' ...' if len(mem) > 6 else ''}")
+    return 0
+
+
+def _selection(args: argparse.Namespace, ds: Dataset, progress: ProgressFn) -> Any:
+    if args.by == "hash":
+        return _hash_selection(args, ds, progress)[1]
+    return _semantic_selection(args, ds, progress)
+
+
+def cmd_export(args: argparse.Namespace, progress: ProgressFn) -> int:
+    from core.export import export
+
+    ds = _load(args, progress)
+    sel = _selection(args, ds, progress)
+    out = export(ds, sel, args.out, images=args.images, force=args.force, on_progress=progress)
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+def _add_dataset(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default="digits", help="digits | cifar10:ROOT | ... | imagefolder:PATH")
+    p.add_argument("--download", action="store_true", help="let torchvision download a missing dataset")
+    p.add_argument("--image-size", type=int, default=None, help="resize image-folder images to this square side")
+
+
+def _add_hash(p: argparse.ArgumentParser) -> None:
+    from core.duplicates import KEEP_POLICIES
+    from core.hashing import HASH_SIZES, METHODS
+
+    p.add_argument("--method", default="phash", choices=METHODS)
+    p.add_argument("--hash-size", type=int, default=8, choices=HASH_SIZES)
+    p.add_argument("--threshold", type=int, default=4, help="Hamming distance (bits) at most")
+    p.add_argument("--keep", default="first", choices=KEEP_POLICIES, help="which member of a group stays")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m core", description="Redundancy Explorer from the command line")
+    parser.add_argument("--cache-dir", help=f"cache folder (default ${cache.ENV_VAR} or ~/.cache/redundancy-explorer)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("datasets", help="list the dataset sources").set_defaults(fn=cmd_datasets)
+    p = sub.add_parser("hash", help="compute perceptual hashes")
+    _add_dataset(p)
+    _add_hash(p)
+    p.set_defaults(fn=cmd_hash)
+    p = sub.add_parser("duplicates", help="near-duplicate groups in three scopes, and the dedup subset")
+    _add_dataset(p)
+    _add_hash(p)
+    p.add_argument("--show", type=int, default=5, help="how many of the largest groups to list")
+    p.set_defaults(fn=cmd_duplicates)
+    p = sub.add_parser("export", help="write the kept/removed manifest (and optionally the kept images)")
+    _add_dataset(p)
+    _add_hash(p)
+    p.add_argument("--by", default="hash", choices=["hash", "semantic"], help="which method's subset")
+    p.add_argument("--out", required=True, help="a new or empty folder")
+    p.add_argument("--images", action="store_true", help="also copy the kept images")
+    p.add_argument("--force", action="store_true", help="write into a non-empty folder")
+    p.set_defaults(fn=cmd_export)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.cache_dir:
+        os.environ[cache.ENV_VAR] = args.cache_dir
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
+    np.set_printoptions(suppress=True)
+    try:
+        return int(args.fn(args, TqdmProgress()))
+    except (DatasetError, ValueError, FileExistsError, FileNotFoundError, PermissionError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: nothing half-written is kept", file=sys.stderr)
+        return 130
+
+
+__all__ = ["main", "SOURCES", "SPLIT_NAMES"]
