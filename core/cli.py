@@ -108,10 +108,12 @@ def cmd_duplicates(args: argparse.Namespace, progress: ProgressFn) -> int:
     t0 = time.perf_counter()
     result: dict[str, Any] = {}
     for scope in SCOPES:
-        g = groups_at(index, args.threshold, scope, args.keep, ds.sizes)
-        result[scope] = g
-        print(f"{scope:>12}: {len(g):,} groups, {g.n_images:,} images, largest {int(g.sizes.max()) if len(g) else 0}, "
-              f"largest diameter {int(g.diameter.max()) if len(g) else 0} bits")
+        groups = groups_at(index, args.threshold, scope, args.keep, ds.sizes)
+        result[scope] = groups
+        big = int(groups.sizes.max()) if len(groups) else 0
+        diam = int(groups.diameter.max()) if len(groups) else 0
+        print(f"{scope:>12}: {len(groups):,} groups, {groups.n_images:,} images, largest {big}, "
+              f"largest diameter {diam} bits")
     leaked = leaked_test_images(index, args.threshold, ds.split)
     n_test = int((ds.split == 1).sum())
     print(f"train/test leakage: {len(leaked):,} of {n_test:,} test images have a near-duplicate in train")
@@ -134,6 +136,70 @@ def _selection(args: argparse.Namespace, ds: Dataset, progress: ProgressFn) -> A
     if args.by == "hash":
         return _hash_selection(args, ds, progress)[1]
     return _semantic_selection(args, ds, progress)
+
+
+def _embed_cfg(args: argparse.Namespace) -> Any:
+    from core.embedding import EmbedConfig
+
+    return EmbedConfig(model=args.embedding, epochs=args.epochs, seed=args.seed)
+
+
+def _semantic_selection(args: argparse.Namespace, ds: Dataset, progress: ProgressFn) -> Any:
+    from core.semantic import semantic_index, semantic_selection
+
+    if args.keep_fraction is None and args.distance is None:
+        args.keep_fraction = 0.9
+    emb, dendro = _timed("embeddings + dendrograms", lambda: semantic_index(ds, _embed_cfg(args), on_progress=progress))
+    args._dendro, args._emb = dendro, emb
+    return semantic_selection(dendro, emb.vectors, threshold=args.distance, keep_fraction=args.keep_fraction,
+                              per_class=args.per_class, policy=args.policy, seed=args.seed)
+
+
+def cmd_embed(args: argparse.Namespace, progress: ProgressFn) -> int:
+    from core.embedding import embed
+
+    ds = _load(args, progress)
+    emb = _timed("embed", lambda: embed(ds, _embed_cfg(args), download=args.download, on_progress=progress))
+    print(f"embeddings: {emb.vectors.shape[0]:,} x {emb.vectors.shape[1]}; " + json.dumps(emb.info, sort_keys=True))
+    return 0
+
+
+def cmd_semantic(args: argparse.Namespace, progress: ProgressFn) -> int:
+    from core.semantic import semantic_selection
+
+    ds = _load(args, progress)
+    sel = _semantic_selection(args, ds, progress)
+    dendro, emb = args._dendro, args._emb
+    print(f"embedding: {emb.info.get('model')} ({json.dumps(emb.info, sort_keys=True)})")
+    for c, route in sorted(dendro.routes.items()):
+        if not route.startswith("exact"):
+            print(f"  class {ds.classes[c]}: {route}")
+    t = sel.params["threshold"]
+    print(f"semantic subset: keeps {len(sel.kept):,} of {int(sel.pool.sum()):,} ({100 * sel.kept_fraction:.2f}%), "
+          f"removes {len(sel.removed):,}; cosine threshold {t}")
+    per = sel.per_class(ds.labels, len(ds.classes))
+    for k, c in enumerate(ds.classes):
+        print(f"  {c:>12}: kept {per['kept'][k]:>6,}  removed {per['removed'][k]:>6,}")
+    for other in (0.05, 0.1, 0.2):
+        t0 = time.perf_counter()
+        again = semantic_selection(dendro, emb.vectors, threshold=other, policy=args.policy)
+        ms = 1000 * (time.perf_counter() - t0)
+        print(f"re-cut at cosine distance {other}: keeps {len(again.kept):,} ({100 * again.kept_fraction:.2f}%) "
+              f"in {ms:.1f} ms")
+    return 0
+
+
+def cmd_umap(args: argparse.Namespace, progress: ProgressFn) -> int:
+    from core.embedding import embed
+    from core.projection import UmapConfig, cached_projection
+
+    ds = _load(args, progress)
+    emb = _timed("embed", lambda: embed(ds, _embed_cfg(args), on_progress=progress))
+    cfg = UmapConfig(n_neighbors=args.neighbors, min_dist=args.min_dist)
+    proj = _timed("umap", lambda: cached_projection(emb.vectors, emb.key, cfg, progress))
+    print(f"map: {len(proj.xy):,} points, fitted on {proj.fitted_on:,}; x in [{proj.xy[:, 0].min():.2f}, "
+          f"{proj.xy[:, 0].max():.2f}], y in [{proj.xy[:, 1].min():.2f}, {proj.xy[:, 1].max():.2f}]")
+    return 0
 
 
 def cmd_export(args: argparse.Namespace, progress: ProgressFn) -> int:
@@ -162,6 +228,25 @@ def _add_hash(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep", default="first", choices=KEEP_POLICIES, help="which member of a group stays")
 
 
+def _add_embedding(p: argparse.ArgumentParser) -> None:
+    from core.embedding import MODELS
+
+    p.add_argument("--embedding", default="trained", choices=MODELS,
+                   help="trained: the paper's own-classifier features")
+    p.add_argument("--epochs", type=int, default=0, help="epochs for the trained embedding (0: the default)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _add_semantic(p: argparse.ArgumentParser) -> None:
+    from core.semantic import POLICIES
+
+    _add_embedding(p)
+    p.add_argument("--keep-fraction", type=float, default=None, help="keep this fraction (default 0.9)")
+    p.add_argument("--distance", type=float, default=None, help="or: cosine distance threshold (cluster diameter)")
+    p.add_argument("--per-class", action="store_true", help="keep the fraction within every class")
+    p.add_argument("--policy", default="mean", choices=POLICIES, help="which member represents a cluster")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="Redundancy Explorer from the command line")
     parser.add_argument("--cache-dir", help=f"cache folder (default ${cache.ENV_VAR} or ~/.cache/redundancy-explorer)")
@@ -184,7 +269,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="a new or empty folder")
     p.add_argument("--images", action="store_true", help="also copy the kept images")
     p.add_argument("--force", action="store_true", help="write into a non-empty folder")
+    _add_semantic(p)
     p.set_defaults(fn=cmd_export)
+    p = sub.add_parser("embed", help="compute (and cache) embeddings")
+    _add_dataset(p)
+    _add_embedding(p)
+    p.set_defaults(fn=cmd_embed)
+    p = sub.add_parser("semantic", help="semantic redundancy: per-class clusters, kept and removed per class")
+    _add_dataset(p)
+    _add_semantic(p)
+    p.set_defaults(fn=cmd_semantic)
+    p = sub.add_parser("umap", help="2-D UMAP map of the embeddings")
+    _add_dataset(p)
+    _add_embedding(p)
+    p.add_argument("--neighbors", type=int, default=15)
+    p.add_argument("--min-dist", type=float, default=0.1)
+    p.set_defaults(fn=cmd_umap)
     return parser
 
 

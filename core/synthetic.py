@@ -89,7 +89,7 @@ def write_planted_folder(root: Path, n_classes: int = 3, per_class: int = 12, se
         kinds.append(kind)
 
     classes = [f"class{c}" for c in range(n_classes)]
-    for c, cls in enumerate(classes):
+    for cls in classes:
         for k in range(per_class):
             b = len(bases)
             bases.append(base_image(rng))

@@ -1,0 +1,190 @@
+"""Image embeddings for semantic redundancy, L2-normalised, cached, on CUDA or the CPU.
+
+The paper's embedding (Birodkar, Mobahi & Bengio 2019) is the penultimate layer of a
+classifier trained on the dataset itself: it needs no downloaded weights, so it works offline.
+A torchvision ImageNet backbone is used when its weights are already in the local torch cache
+(or a user online allows the download); raw pixels with PCA are the fast baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from core import cache
+from core.datasets import TEST, TRAIN, Dataset
+from core.device import pick_device
+from core.models import build_model
+from core.training import TrainConfig, arrays_to_state, predict_features, state_to_arrays, to_tensor, train
+from core.types import ProgressFn, report
+
+log = logging.getLogger("redex.embedding")
+
+MODELS = ("trained", "pixels", "resnet18", "resnet50")
+
+
+class EmbeddingUnavailable(RuntimeError):
+    """A pretrained backbone's weights are not on this machine; the message names file and folder."""
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    """Which embedding. epochs=0 picks the default for the dataset and device (see default_epochs)."""
+
+    model: str = "trained"
+    arch: str = "auto"
+    epochs: int = 0
+    seed: int = 0
+    pca_dim: int = 64
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ValueError(f"unknown embedding {self.model!r}: must be one of {', '.join(MODELS)}")
+        if self.epochs < 0:
+            raise ValueError("epochs must be 0 (default) or more")
+
+
+def default_epochs(n_train: int, device: str) -> int:
+    """Enough to separate classes, within a few minutes: 30 on a GPU or a small set, 4 for CIFAR on a CPU."""
+    if device == "cuda" or n_train <= 10_000:
+        return 30
+    return 4
+
+
+def train_config(ds: Dataset, cfg: EmbedConfig) -> TrainConfig:
+    n_train = int((ds.split == TRAIN).sum())
+    epochs = cfg.epochs or default_epochs(n_train, pick_device())
+    batch = 128 if n_train <= 10_000 else 256
+    return TrainConfig(arch=cfg.arch, epochs=epochs, batch_size=batch, lr=0.1 * batch / 128, seed=cfg.seed)
+
+
+@dataclass(frozen=True, eq=False)
+class Embeddings:
+    """(N, D) float32 unit vectors for every image of the dataset, and how they were made."""
+
+    vectors: NDArray[np.float32]
+    info: dict[str, Any]
+    key: str  # the cache key: what derived results (dendrograms, maps) are keyed on
+
+
+def _l2(x: NDArray[np.float32]) -> NDArray[np.float32]:
+    out: NDArray[np.float32] = (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    return out
+
+
+def trained_classifier(ds: Dataset, cfg: EmbedConfig, on_progress: ProgressFn | None = None,
+                       stop: threading.Event | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The classifier trained on ds's train split (cached as arrays; loading unpickles nothing)."""
+    tcfg = train_config(ds, cfg)
+    key = cache.make_key("classifier", tcfg, ds.fingerprint)
+    tr, te = ds.split == TRAIN, ds.split == TEST
+
+    def compute() -> dict[str, NDArray[Any]]:
+        model, result, norm = train(np.asarray(ds.images[tr]), ds.labels[tr], len(ds.classes), tcfg,
+                                    x_eval=np.asarray(ds.images[te]), y_eval=ds.labels[te],
+                                    on_progress=on_progress, stop=stop)
+        log.info("embedding network: %d epochs, test accuracy %.4f, %.1f s", result.epochs, result.accuracy,
+                 result.seconds)
+        meta = np.array([result.accuracy, result.seconds, result.epochs, result.n_train])
+        return {**state_to_arrays(model), "mean": norm["mean"], "std": norm["std"], "meta": meta,
+                "device": np.array(result.device)}
+
+    arrays = cache.cached_arrays(key, compute)
+    h, w, c = ds.image_shape
+    model = arrays_to_state(build_model(tcfg.arch, c, len(ds.classes), min(h, w)), arrays)
+    acc, secs, epochs, n_train = arrays["meta"].tolist()
+    info = {"model": "trained", "arch": tcfg.arch, "epochs": int(epochs), "test_accuracy": acc,
+            "train_seconds": secs, "device": str(arrays["device"]), "n_train": int(n_train)}
+    return model, {**info, "mean": arrays["mean"], "std": arrays["std"]}
+
+
+def _trained(ds: Dataset, cfg: EmbedConfig, on_progress: ProgressFn | None,
+             stop: threading.Event | None) -> tuple[NDArray[np.float32], dict[str, Any]]:
+    model, info = trained_classifier(ds, cfg, on_progress, stop)
+    device = pick_device()
+    model = model.to(device)
+    mean, std = (torch.from_numpy(info.pop(k)).to(device) for k in ("mean", "std"))
+    feats = []
+    for lo in range(0, len(ds), 8192):
+        x = to_tensor(np.asarray(ds.images[lo : lo + 8192]), device)
+        feats.append(predict_features(model, x, mean, std).cpu().numpy())
+        report(on_progress, "embed", min(len(ds), lo + 8192), len(ds))
+    return np.concatenate(feats).astype(np.float32), info
+
+
+def _pixels(ds: Dataset, cfg: EmbedConfig) -> tuple[NDArray[np.float32], dict[str, Any]]:
+    from sklearn.decomposition import PCA
+
+    flat = np.asarray(ds.images, np.float32).reshape(len(ds), -1) / 255.0
+    dim = min(cfg.pca_dim, flat.shape[1], len(ds))
+    fit = flat[ds.split == TRAIN]
+    pca = PCA(dim, random_state=cfg.seed).fit(fit)
+    return pca.transform(flat).astype(np.float32), {"model": "pixels", "pca_dim": dim}
+
+
+def weights_path(name: str) -> Path:
+    """Where torchvision keeps the ImageNet weights of `name` in the local torch cache."""
+    import torchvision
+
+    weights = torchvision.models.get_model_weights(name).DEFAULT
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+
+
+def _pretrained(ds: Dataset, cfg: EmbedConfig, download: bool, on_progress: ProgressFn | None) -> tuple[
+        NDArray[np.float32], dict[str, Any]]:
+    import torchvision
+
+    path = weights_path(cfg.model)
+    if not path.exists() and not download:
+        raise EmbeddingUnavailable(
+            f"{cfg.model} ImageNet weights are not on this machine: expected {path.name} in {path.parent} "
+            f"(copy it there, or allow the download when online); using the trained embedding instead is the fallback")
+    weights = torchvision.models.get_model_weights(cfg.model).DEFAULT
+    model = torchvision.models.get_model(cfg.model, weights=weights)  # torchvision loads with weights_only=True
+    model.fc = torch.nn.Identity()
+    device = pick_device()
+    model = model.to(device).eval()
+    mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 3, 1, 1) * 255
+    std = torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1) * 255
+    side = 224 if device == "cuda" else 112
+    feats = []
+    with torch.inference_mode():
+        for lo in range(0, len(ds), 256):
+            x = to_tensor(np.asarray(ds.images[lo : lo + 256]), device).float()
+            if x.shape[1] == 1:
+                x = x.repeat(1, 3, 1, 1)
+            x = torch.nn.functional.interpolate((x - mean) / std, size=(side, side), mode="bilinear")
+            feats.append(model(x).float().cpu().numpy())
+            report(on_progress, "embed", min(len(ds), lo + 256), len(ds))
+    return np.concatenate(feats).astype(np.float32), {"model": cfg.model, "input_side": side}
+
+
+def embed(ds: Dataset, cfg: EmbedConfig = EmbedConfig(), *, download: bool = False,
+          on_progress: ProgressFn | None = None, stop: threading.Event | None = None) -> Embeddings:
+    """L2-normalised embeddings of every image of `ds` (train and test), cached on disk."""
+    key_cfg = {**asdict(cfg), "train": asdict(train_config(ds, cfg)) if cfg.model == "trained" else None}
+    key = cache.make_key("embed", key_cfg, ds.fingerprint)
+
+    def compute() -> dict[str, NDArray[Any]]:
+        if cfg.model == "trained":
+            vecs, info = _trained(ds, cfg, on_progress, stop)
+        elif cfg.model == "pixels":
+            vecs, info = _pixels(ds, cfg)
+        else:
+            vecs, info = _pretrained(ds, cfg, download, on_progress)
+        return {"vectors": _l2(vecs), "info": np.array(_json(info))}
+
+    arrays = cache.cached_arrays(key, compute)
+    return Embeddings(arrays["vectors"].astype(np.float32), json.loads(str(arrays["info"])), key)
+
+
+def _json(info: dict[str, Any]) -> str:
+    return json.dumps({k: (v.item() if isinstance(v, np.generic) else v) for k, v in info.items()}, sort_keys=True)
