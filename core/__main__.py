@@ -4,4 +4,5 @@ import sys
 
 from core.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # decode workers are spawned and re-import this module: no side effects then
+    sys.exit(main())

@@ -12,7 +12,11 @@ from scipy.cluster.hierarchy import fcluster, linkage
 
 from core.selection import random_like
 from core.semantic import (
-    SemanticConfig, build_dendrograms, cut, representatives, semantic_selection, threshold_for_fraction,
+    SemanticConfig,
+    build_dendrograms,
+    cut,
+    representatives,
+    semantic_selection,
 )
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,0 +1,20 @@
+"""Redundancy Explorer: the frame. Navigation from ui.pages, the current dataset and a footer."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core.device import describe
+from ui.data import cache_status
+from ui.pages import PAGES
+from ui.state import ensure_state
+
+st.set_page_config(page_title="Redundancy Explorer", page_icon=":material/filter_alt:", layout="wide")
+ensure_state()
+nav = st.navigation([st.Page(path, title=title, icon=icon) for path, title, icon in PAGES])
+with st.sidebar:
+    st.caption("Dataset")
+    st.text(st.session_state["dataset"])
+    st.caption(f"Device: {describe()}")
+    st.caption(cache_status())
+nav.run()

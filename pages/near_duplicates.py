@@ -1,0 +1,95 @@
+"""Near-duplicates: a Hamming-threshold slider over cached pairs; groups, conflicts and leakage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from core.datasets import SPLIT_NAMES, Dataset
+from core.duplicates import KEEP_POLICIES, DuplicateIndex, Groups, groups_at, hash_selection, leaked_test_images
+from core.hashing import HASH_SIZES, METHODS
+from ui import data
+from ui.common import class_color, open_dataset
+from ui.images import KEPT, REDUNDANT, compose
+from ui.state import ensure_state
+
+GROUPS_PER_PAGE = 12
+
+ensure_state()
+st.title("Near-duplicates")
+st.caption("Perceptual hashes (imagehash's bits) and every pair within a Hamming distance, as in CE-Dedup. "
+           "Groups are connected components; each shows its diameter, so chains are visible.")
+ds = open_dataset()
+c1, c2, c3 = st.columns(3)
+c1.selectbox("Hash method", METHODS, key="hash_method")
+c2.selectbox("Hash size", HASH_SIZES, key="hash_size", format_func=lambda s: f"{s} ({s * s} bits)")
+c3.selectbox("Keep in each group", KEEP_POLICIES, key="keep_policy")
+index = data.dup_index(ds, st.session_state["hash_method"], int(st.session_state["hash_size"]))
+
+
+def group_rows(ds: Dataset, groups: Groups, page: int, key: str) -> None:
+    """Groups largest first, each one row of thumbnails: kept one framed green, others red, with distances."""
+    start = page * GROUPS_PER_PAGE
+    for g in range(start, min(len(groups), start + GROUPS_PER_PAGE)):
+        members, dist = groups.group(g), groups.distances(g)
+        shown = members[:16]
+        borders = [KEPT if m == groups.keep[g] else REDUNDANT for m in shown]
+        labels = ["kept" if m == groups.keep[g] else f"{int(d)} bits" for m, d in zip(shown, dist)]
+        left, right = st.columns([4, 2])
+        left.image(compose(np.asarray(ds.images[shown]), 16, borders, labels), output_format="PNG")
+        right.dataframe(pd.DataFrame({
+            "id": [str(ds.ids[m]) for m in members], "class": [ds.classes[ds.labels[m]] for m in members],
+            "split": [SPLIT_NAMES[ds.split[m]] for m in members], "bits to kept": dist.astype(int)}),
+            hide_index=True, height=120, key=f"{key}_{g}")
+        right.caption(f"group {g}: {len(members)} images, diameter {int(groups.diameter[g])} bits")
+
+
+def pager(n: int, key: str) -> int:
+    pages = max(1, -(-n // GROUPS_PER_PAGE))
+    if pages == 1:
+        return 0
+    return int(st.number_input(f"Page (of {pages})", 1, pages, 1, key=key)) - 1
+
+
+@st.fragment
+def results(ds: Dataset, index: DuplicateIndex) -> None:
+    """The slider and everything it drives: moving it reruns only this block."""
+    st.session_state["radius"] = min(int(st.session_state["radius"]), index.max_radius)
+    radius = st.slider("Hamming threshold (bits)", 0, index.max_radius, key="radius",
+                       help="Pairs within this many differing bits are near-duplicates.")
+    sel = hash_selection(ds, index, radius, st.session_state["keep_policy"])
+    within = groups_at(index, radius, "within-class", st.session_state["keep_policy"], ds.sizes)
+    conflicts = groups_at(index, radius, "cross-class", st.session_state["keep_policy"], ds.sizes)
+    leaked = leaked_test_images(index, radius, ds.split)
+    m = st.columns(4)
+    m[0].metric("Groups (within class)", f"{len(within):,}")
+    m[1].metric("Images removed", f"{len(sel.removed):,}")
+    m[2].metric("Dedup ratio", f"{100 * (1 - sel.kept_fraction):.2f}%")
+    m[3].metric("Leaked test images", f"{len(leaked):,}")
+    per = sel.per_class(ds.labels, len(ds.classes))
+    total = np.maximum(per["kept"] + per["removed"], 1)
+    frame = pd.DataFrame({"class": list(ds.classes), "removed %": 100 * per["removed"] / total,
+                          "removed": per["removed"]})
+    fig = px.bar(frame, x="class", y="removed %", color="class", hover_data=["removed"],
+                 color_discrete_sequence=[class_color(k) for k in range(len(ds.classes))])
+    fig.update_layout(showlegend=False, height=260, margin=dict(l=10, r=10, t=10, b=10))
+    st.plotly_chart(fig, key="dup_per_class")
+    tabs = st.tabs([f"Within class ({len(within):,})", f"Label conflicts ({len(conflicts):,})",
+                    f"Train/test leakage ({len(leaked):,})"])
+    for tab, groups, key in ((tabs[0], within, "within"), (tabs[1], conflicts, "conflict")):
+        with tab:
+            if len(groups) == 0:
+                st.info("No groups at this threshold.")
+            else:
+                group_rows(ds, groups, pager(len(groups), f"page_{key}"), key)
+    with tabs[2]:
+        leak = groups_at(index, radius, "train-test", st.session_state["keep_policy"], ds.sizes)
+        if len(leak) == 0:
+            st.info("No test image has a near-duplicate in train at this threshold.")
+        else:
+            group_rows(ds, leak, pager(len(leak), "page_leak"), "leak")
+
+
+results(ds, index)

@@ -1,0 +1,57 @@
+"""Small helpers every page uses: open the current dataset or explain why not, colours, selections."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import plotly.colors
+import streamlit as st
+
+from core.datasets import Dataset, DatasetError
+from core.duplicates import hash_selection
+from core.selection import Selection
+from core.semantic import semantic_selection
+from ui import data
+
+PALETTE = plotly.colors.qualitative.Plotly + plotly.colors.qualitative.Dark24
+
+
+def class_color(k: int) -> str:
+    """The same colour for class k on every page."""
+    return PALETTE[k % len(PALETTE)]
+
+
+def text(s: Any) -> str:
+    """User-provided names made safe for plotly hover labels (they accept some HTML)."""
+    return html.escape(str(s))
+
+
+def open_dataset() -> Dataset:
+    """The current dataset (call ensure_state() first); on failure an error box with what to do, and stop."""
+    try:
+        return data.dataset(st.session_state["dataset"])
+    except (DatasetError, ValueError, OSError) as exc:
+        st.error(f"Cannot open the dataset: {exc}", icon=":material/error:")
+        st.info("Pick another dataset on the Home page (digits always works).")
+        st.stop()
+        raise  # unreachable: st.stop() ends the run
+
+
+def current_hash_selection(ds: Dataset) -> tuple[Any, Selection]:
+    ss = st.session_state
+    index = data.dup_index(ds, ss["hash_method"], int(ss["hash_size"]))
+    radius = min(int(ss["radius"]), index.max_radius)
+    return index, hash_selection(ds, index, radius, ss["keep_policy"])
+
+
+def current_semantic_selection(ds: Dataset) -> tuple[Any, Any, Selection]:
+    ss = st.session_state
+    emb = data.embeddings(ds, ss["embedding"])
+    dendro = data.dendrograms(ds, emb)
+    if ss["sem_mode"] == "keep fraction":
+        sel = semantic_selection(dendro, emb.vectors, keep_fraction=float(ss["keep_fraction"]),
+                                 per_class=bool(ss["per_class"]), policy=ss["rep_policy"])
+    else:
+        sel = semantic_selection(dendro, emb.vectors, threshold=float(ss["distance"]), policy=ss["rep_policy"])
+    return emb, dendro, sel

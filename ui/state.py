@@ -1,0 +1,57 @@
+"""The one owner of session-state keys and their defaults; every page calls ensure_state() first.
+
+AppTest runs one page file per instance, so no page may rely on another page (or app.py)
+having set a default.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+DEFAULTS: dict[str, Any] = {
+    "dataset": "digits",  # a spec string for core.datasets.load_dataset
+    "hash_method": "phash",
+    "hash_size": 8,
+    "radius": 4,
+    "keep_policy": "first",
+    "embedding": "trained",
+    "sem_mode": "keep fraction",
+    "keep_fraction": 0.9,
+    "distance": 0.05,
+    "per_class": False,
+    "rep_policy": "mean",
+}
+
+ALLOW_ENV = "REDEX_DATA_ROOTS"
+
+
+def ensure_state() -> None:
+    """Set every default that is not set yet, and keep the rest.
+
+    Re-assigning a widget's key at the top of a run stops Streamlit from dropping its value
+    when the page that holds the widget is not shown, so settings survive page switches.
+    """
+    for key, value in DEFAULTS.items():
+        st.session_state[key] = st.session_state.get(key, value)
+
+
+def allowed_roots() -> list[Path]:
+    """Folders the app may read when REDEX_DATA_ROOTS is set (':'-separated); empty means any."""
+    raw = os.environ.get(ALLOW_ENV, "")
+    return [Path(p).expanduser().resolve() for p in raw.split(os.pathsep) if p.strip()]
+
+
+def check_allowed(spec: str) -> str | None:
+    """None if the dataset's folder may be read, else the reason it may not."""
+    roots = allowed_roots()
+    _, _, path = spec.partition(":")
+    if not roots or not path:
+        return None
+    target = Path(path).expanduser().resolve()
+    if any(target == r or r in target.parents for r in roots):
+        return None
+    return f"{target} is outside the folders this app may read ({ALLOW_ENV}: {', '.join(map(str, roots))})"
