@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 from core import cache
 from core.datasets import TEST, TRAIN, Dataset
 from core.device import pick_device
-from core.models import build_model
+from core.models import build_model, resolve_arch
 from core.training import TrainConfig, arrays_to_state, predict_features, state_to_arrays, to_tensor, train
 from core.types import ProgressFn, report
 
@@ -101,7 +101,7 @@ def trained_classifier(ds: Dataset, cfg: EmbedConfig, on_progress: ProgressFn | 
     h, w, c = ds.image_shape
     model = arrays_to_state(build_model(tcfg.arch, c, len(ds.classes), min(h, w)), arrays)
     acc, secs, epochs, n_train = arrays["meta"].tolist()
-    info = {"model": "trained", "arch": tcfg.arch, "epochs": int(epochs), "test_accuracy": acc,
+    info = {"model": "trained", "arch": resolve_arch(tcfg.arch, min(h, w)), "epochs": int(epochs), "test_accuracy": acc,
             "train_seconds": secs, "device": str(arrays["device"]), "n_train": int(n_train)}
     return model, {**info, "mean": arrays["mean"], "std": arrays["std"]}
 

@@ -74,10 +74,13 @@ class SmallCNN(nn.Module):
 ARCHS = ("auto", "resnet20", "cnn")
 
 
-def build_model(arch: str, in_channels: int, n_classes: int, size: int) -> ResNetCifar | SmallCNN:
+def resolve_arch(arch: str, size: int) -> str:
     """'auto' is the paper's choice: a CIFAR ResNet-20 for 32x32 and larger, a small CNN below."""
-    if arch == "auto":
-        arch = "resnet20" if size >= 32 else "cnn"
+    return ("resnet20" if size >= 32 else "cnn") if arch == "auto" else arch
+
+
+def build_model(arch: str, in_channels: int, n_classes: int, size: int) -> ResNetCifar | SmallCNN:
+    arch = resolve_arch(arch, size)
     if arch == "resnet20":
         return ResNetCifar(in_channels, n_classes)
     if arch == "cnn":

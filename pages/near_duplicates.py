@@ -74,7 +74,7 @@ def results(ds: Dataset, index: DuplicateIndex) -> None:
                           "removed": per["removed"]})
     fig = px.bar(frame, x="class", y="removed %", color="class", hover_data=["removed"],
                  color_discrete_sequence=[class_color(k) for k in range(len(ds.classes))])
-    fig.update_layout(showlegend=False, height=260, margin=dict(l=10, r=10, t=10, b=10))
+    fig.update_layout(showlegend=False, height=260, margin=dict(l=10, r=10, t=10, b=10), xaxis_type="category")
     st.plotly_chart(fig, key="dup_per_class")
     tabs = st.tabs([f"Within class ({len(within):,})", f"Label conflicts ({len(conflicts):,})",
                     f"Train/test leakage ({len(leaked):,})"])

@@ -84,7 +84,7 @@ def results(ds: Dataset) -> None:
                           "removed": per["removed"]})
     fig = px.bar(frame, x="class", y="removed %", color="class", hover_data=["removed"],
                  color_discrete_sequence=[class_color(k) for k in range(len(ds.classes))])
-    fig.update_layout(showlegend=False, height=260, margin=dict(l=10, r=10, t=10, b=10))
+    fig.update_layout(showlegend=False, height=260, margin=dict(l=10, r=10, t=10, b=10), xaxis_type="category")
     st.plotly_chart(fig, key="sem_per_class")
     c1, c2 = st.columns([3, 1])
     cls = c1.selectbox("Class", range(len(ds.classes)), format_func=lambda k: ds.classes[k], key="sem_class")

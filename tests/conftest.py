@@ -37,4 +37,5 @@ def digits():  # type: ignore[no-untyped-def]
 
 def tree_snapshot(root: Path) -> dict[str, bytes]:
     """Every file under root with its bytes: compare before and after to prove nothing changed."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()}
+    files = (p for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink())
+    return {str(p.relative_to(root)): p.read_bytes() for p in files}
