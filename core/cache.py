@@ -179,6 +179,11 @@ def cached_json(key: str, compute: Callable[[], Any]) -> Any:
     return _cached(path, lambda: _plain(compute()), lambda p: json.loads(p.read_text()), write_json)
 
 
+def peek_json(key: str) -> Any:
+    """The JSON stored under `key`, or None when absent or unreadable (never computes)."""
+    return _load_or_drop(cache_dir() / f"{key}.json", lambda p: json.loads(p.read_text()))
+
+
 def cached_dir(key: str, build: Callable[[Path], None], validate: Callable[[Path], T]) -> T:
     """A cached folder: `build` fills a temporary folder, which is renamed into place whole.
 

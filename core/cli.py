@@ -202,6 +202,56 @@ def cmd_umap(args: argparse.Namespace, progress: ProgressFn) -> int:
     return 0
 
 
+def cmd_experiment(args: argparse.Namespace, progress: ProgressFn) -> int:
+    import csv
+    import dataclasses
+    from pathlib import Path
+
+    from core.experiments import (
+        ExperimentConfig,
+        budget_recipe,
+        estimate_seconds,
+        plan,
+        run_sweep,
+        summarize,
+        sweep_image_epochs,
+    )
+
+    ds = _load(args, progress)
+    recipe = budget_recipe(ds)
+    if args.train_epochs:
+        recipe = dataclasses.replace(recipe, epochs=args.train_epochs)
+    cfg = ExperimentConfig(methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
+                           fractions=tuple(float(f) for f in args.keep.split(",")), seeds=args.seeds, recipe=recipe)
+    arms = plan(cfg)
+    estimate = estimate_seconds(ds, recipe, sweep_image_epochs(ds, cfg, arms))
+    print(f"recipe: {json.dumps(dataclasses.asdict(recipe))}")
+    print(f"{len(arms)} arms; estimated {estimate / 60:.1f} min if none is cached")
+
+    def show(r: Any) -> None:
+        print(f"  {r.method:>8} keep {r.fraction:.2f} (real {r.kept_fraction:.4f}, {r.n_train:,} images) "
+              f"seed {r.seed}: accuracy {100 * r.accuracy:.2f}% in {r.seconds:.1f} s" + (" (cached)" * r.from_cache))
+
+    results = run_sweep(ds, cfg, arms=arms, on_progress=progress, on_result=show)
+    rows = summarize(results)
+    print(f"{'method':>8} {'keep':>5} {'real':>7} {'n':>7} {'seeds':>5} {'accuracy':>16} {'s/run':>7}")
+    for r in rows:
+        print(f"{r['method']:>8} {r['fraction']:>5.2f} {r['kept_fraction']:>7.4f} {r['n_train']:>7,} {r['seeds']:>5} "
+              f"{100 * r['accuracy_mean']:>8.2f} ± {100 * r['accuracy_std']:>5.2f} {r['seconds_mean']:>7.1f}")
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        doc = {"recipe": dataclasses.asdict(recipe), "dataset": ds.name, "summary": rows,
+               "runs": [dataclasses.asdict(r) for r in results]}
+        (out / "results.json").write_text(json.dumps(doc, indent=1))
+        with open(out / "results.csv", "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["method"])
+            writer.writeheader()
+            writer.writerows(rows)
+        print(f"wrote {out / 'results.csv'} and {out / 'results.json'}")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace, progress: ProgressFn) -> int:
     from core.export import export
 
@@ -279,6 +329,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataset(p)
     _add_semantic(p)
     p.set_defaults(fn=cmd_semantic)
+    p = sub.add_parser("experiment", help="retrain on pruned and random subsets; accuracy vs fraction kept")
+    _add_dataset(p)
+    p.add_argument("--methods", default="semantic,hash,random")
+    p.add_argument("--keep", default="1.0,0.9,0.8,0.7", help="keep fractions, comma-separated")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--train-epochs", type=int, default=0, help="override the recipe's epochs (0: the budget recipe)")
+    p.add_argument("--out", help="folder for results.csv and results.json")
+    p.set_defaults(fn=cmd_experiment)
     p = sub.add_parser("umap", help="2-D UMAP map of the embeddings")
     _add_dataset(p)
     _add_embedding(p)

@@ -1,13 +1,158 @@
-"""Experiments: retrain on the pruned subsets against random subsets of the same size."""
+"""Experiments: retrain on the pruned subsets against random subsets of the same size, and draw
+the papers' figure live: test accuracy against the fraction of the training set kept."""
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
+from core.datasets import TRAIN, Dataset
+from core.device import describe
+from core.experiments import (
+    METHODS,
+    ExperimentConfig,
+    budget_recipe,
+    estimate_seconds,
+    peek_arm,
+    plan,
+    run_sweep,
+    summarize,
+    sweep_image_epochs,
+)
+from core.experiments import Subsets as SubsetBuilder
+from ui import data
+from ui.common import open_dataset
 from ui.state import ensure_state
+
+SWEEP = (1.0, 0.9, 0.8, 0.7)
+COLORS = {"full": "#444444", "semantic": "#1f77b4", "hash": "#ff7f0e", "random": "#7f7f7f"}
 
 ensure_state()
 st.title("Experiments")
-st.info("Retraining experiments arrive with the retraining work: accuracy against the fraction kept, "
-        "semantic and hash subsets against random subsets of the same size. "
-        "Until then: `python -m core semantic` and `python -m core duplicates` give the subsets.")
+st.caption("Every arm uses the same recipe and seeds; only the data differ. Results are cached, so a curve "
+           "grows point by point and nothing is trained twice.")
+ds = open_dataset()
+n_train = int((ds.split == TRAIN).sum())
+if st.session_state["retrain_on_change"] is None:
+    st.session_state["retrain_on_change"] = n_train <= 10_000
+registry = data.job_registry()
+
+c1, c2, c3 = st.columns([2, 1, 1])
+c1.multiselect("Methods", list(METHODS), key="exp_methods")
+c2.number_input("Seeds", 1, 10, key="exp_seeds")
+c3.number_input("Epochs (0: budget recipe)", 0, 200, key="exp_epochs")
+recipe = budget_recipe(ds)
+if int(st.session_state["exp_epochs"]):
+    recipe = dataclasses.replace(recipe, epochs=int(st.session_state["exp_epochs"]))
+
+
+def config(fractions: tuple[float, ...]) -> ExperimentConfig:
+    methods = tuple(m for m in st.session_state["exp_methods"] if m in METHODS) or ("semantic",)
+    return ExperimentConfig(methods=methods, fractions=fractions, seeds=int(st.session_state["exp_seeds"]),
+                            recipe=recipe)
+
+
+def queue(fractions: tuple[float, ...], group: str) -> None:
+    """Queue the arms for `fractions`; a newer slider position supersedes queued older ones."""
+    cfg = config(fractions)
+    key = f"exp:{ds.fingerprint}:{dataclasses.asdict(cfg)}"
+
+    def work(job):  # type: ignore[no-untyped-def]
+        return run_sweep(ds, cfg, on_progress=job.progress, stop=job.stop)
+
+    registry.submit(key, work, group=group, label=f"keep {', '.join(f'{f:.2f}' for f in fractions)}")
+
+
+def on_slider() -> None:
+    if st.session_state["retrain_on_change"]:
+        queue((1.0, float(st.session_state["keep_fraction"])), group=f"slider:{ds.fingerprint}")
+
+
+st.slider("Keep this fraction of the training set", 0.05, 1.0, step=0.01, key="keep_fraction", on_change=on_slider)
+b1, b2, b3 = st.columns([1, 1, 2])
+if b1.button("Retrain at this setting", key="exp_retrain", type="primary"):
+    queue((1.0, float(st.session_state["keep_fraction"])), group="")
+if b2.button(f"Sweep {', '.join(map(str, SWEEP))}", key="exp_sweep"):
+    queue(SWEEP, group="")
+b3.toggle("Retrain when the slider is let go", key="retrain_on_change")
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def estimate(fingerprint: str, recipe_json: str, image_epochs: float) -> float:
+    return estimate_seconds(ds, recipe, image_epochs)
+
+
+arms_now = plan(config((1.0, float(st.session_state["keep_fraction"]))))
+eta = estimate(ds.fingerprint, str(dataclasses.asdict(recipe)), sweep_image_epochs(ds, config(()), arms_now))
+st.caption(f"Recipe: {recipe.arch}, {recipe.epochs} epochs, batch {recipe.batch_size}, on {describe()}. "
+           f"This setting: {len(arms_now)} runs, about {eta:.0f} s if none is cached.")
+
+
+@st.fragment(run_every=1.0 if registry.active() else None)
+def progress_panel() -> None:
+    for job in registry.jobs()[-6:]:
+        cols = st.columns([4, 1])
+        if job.active:
+            cols[0].progress(job.fraction, text=f"{job.label}: {job.status} {job.message}")
+            if cols[1].button("Cancel", key=f"cancel_{job.key}"):
+                registry.cancel(job.key)
+        else:
+            cols[0].caption(f"{job.label}: {job.status}" + (f" ({job.error})" if job.error else ""))
+    if not registry.active() and st.session_state.get("_had_active"):
+        st.session_state["_had_active"] = False
+        st.rerun()
+    st.session_state["_had_active"] = bool(registry.active())
+
+
+progress_panel()
+
+
+def collected(ds: Dataset) -> list:  # type: ignore[type-arg]
+    """Every cached result for the sweep fractions and the current one (nothing is trained here)."""
+    fractions = tuple(sorted({*SWEEP, float(st.session_state["keep_fraction"])}, reverse=True))
+    cfg = config(fractions)
+    subsets = SubsetBuilder(ds, cfg)
+    found = []
+    for arm in plan(cfg):
+        sel = subsets.get(arm)
+        if sel is not None and (r := peek_arm(ds, arm, sel, recipe)) is not None:
+            found.append(r)
+    return found
+
+
+rows = summarize(collected(ds))
+if not rows:
+    st.info("No results yet for this recipe: press **Retrain at this setting** or **Sweep**.")
+    st.stop()
+frame = pd.DataFrame(rows)
+fig = go.Figure()
+full = frame[frame.method == "full"]
+if len(full):
+    mean, std = float(full.accuracy_mean.iloc[0]), float(full.accuracy_std.iloc[0])
+    fig.add_hrect(y0=100 * (mean - std), y1=100 * (mean + std), fillcolor="#999999", opacity=0.25, line_width=0)
+    fig.add_hline(y=100 * mean, line_dash="dot", line_color=COLORS["full"],
+                  annotation_text=f"full data {100 * mean:.2f}%")
+for method in METHODS:
+    part = frame[frame.method == method].sort_values("kept_fraction")
+    if len(part):
+        fig.add_trace(go.Scatter(x=part.kept_fraction, y=100 * part.accuracy_mean, mode="lines+markers", name=method,
+                                 error_y=dict(type="data", array=100 * part.accuracy_std),
+                                 line=dict(color=COLORS[method])))
+fig.update_layout(height=420, xaxis_title="fraction of the training set kept", yaxis_title="test accuracy (%)",
+                  margin=dict(l=10, r=10, t=10, b=10))
+c1, c2 = st.columns([3, 2])
+c1.plotly_chart(fig, key="exp_chart")
+show = frame.assign(accuracy=[f"{100 * m:.2f} ± {100 * s:.2f}" for m, s in zip(frame.accuracy_mean,
+                                                                                 frame.accuracy_std)])
+c2.dataframe(show[["method", "fraction", "kept_fraction", "n_train", "seeds", "accuracy", "seconds_mean", "device"]],
+             hide_index=True, key="exp_table")
+best = frame[frame.method == "semantic"]
+rand = frame[frame.method == "random"]
+if len(best) and len(rand):
+    merged = best.merge(rand, on="fraction", suffixes=("_sem", "_rnd"))
+    wins = int(np.sum(merged.accuracy_mean_sem > merged.accuracy_mean_rnd))
+    st.caption(f"Semantic beats random at {wins} of {len(merged)} fractions (means over seeds).")

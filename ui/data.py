@@ -20,6 +20,7 @@ from core.datasets import Dataset, DatasetError, load_dataset
 from core.duplicates import DuplicateIndex, build_index
 from core.embedding import EmbedConfig, Embeddings, EmbeddingUnavailable, embed
 from core.hashing import HashConfig
+from core.jobs import JobRegistry
 from core.projection import Projection, UmapConfig, cached_projection
 from core.semantic import Dendrograms, cached_dendrograms
 from core.types import Progress
@@ -114,6 +115,12 @@ def dendrograms(ds: Dataset, emb: Embeddings) -> Dendrograms:
 def projection(emb: Embeddings) -> Projection:
     return remembered(f"umap:{emb.key}", "Computing the UMAP map", lambda p: cached_projection(emb.vectors, emb.key,
                                                                                               UmapConfig(), p))
+
+
+@st.cache_resource
+def job_registry() -> JobRegistry:
+    """One background-job registry per process: every tab sees the same jobs."""
+    return JobRegistry(workers=1)
 
 
 def cache_status() -> str:

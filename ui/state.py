@@ -24,6 +24,10 @@ DEFAULTS: dict[str, Any] = {
     "distance": 0.05,
     "per_class": False,
     "rep_policy": "mean",
+    "exp_methods": ["semantic", "hash", "random"],
+    "exp_seeds": 3,
+    "exp_epochs": 0,  # 0: the budget recipe's epochs for this dataset and device
+    "retrain_on_change": None,  # None: on for small datasets, where a run takes seconds
 }
 
 ALLOW_ENV = "REDEX_DATA_ROOTS"

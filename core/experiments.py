@@ -1,0 +1,218 @@
+"""Retraining experiments: does a pruned subset keep the accuracy, and beat random of the same size?
+
+Arms share one recipe and seed and differ only in data: the full training set; the semantic
+subset at a keep fraction; the hash-dedup subset at the smallest radius that keeps at most that
+fraction; and a random subset with exactly the semantic subset's size in every class. Each
+result is cached per (dataset, subset fingerprint, recipe, seed), so a curve grows point by
+point and nothing is trained twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from core import cache
+from core.datasets import TEST, TRAIN, Dataset
+from core.device import pick_device
+from core.selection import Selection, empty_like, random_like
+from core.training import TrainConfig, train
+from core.types import ProgressFn
+
+METHODS = ("semantic", "hash", "random")
+
+
+def budget_recipe(ds: Dataset, device: str | None = None) -> TrainConfig:
+    """The recipe every arm uses: small on a CPU (stated in results), fuller on a GPU."""
+    device = device or pick_device()
+    n_train = int((ds.split == TRAIN).sum())
+    if device == "cuda":
+        return TrainConfig(arch="auto", epochs=30, batch_size=512, lr=0.4)
+    if n_train <= 10_000:
+        return TrainConfig(arch="cnn", epochs=8, batch_size=64, lr=0.05)
+    return TrainConfig(arch="cnn", epochs=3, batch_size=256, lr=0.2)
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One training run: a method at a target keep fraction, with a seed."""
+
+    method: str  # "full", "semantic", "hash" or "random"
+    fraction: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class ArmResult:
+    method: str
+    fraction: float  # the target
+    kept_fraction: float  # what the subset really keeps
+    n_train: int
+    seed: int
+    accuracy: float
+    seconds: float
+    epochs: int
+    device: str
+    params: str
+    from_cache: bool = False
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    methods: tuple[str, ...] = METHODS
+    fractions: tuple[float, ...] = (1.0, 0.9, 0.8, 0.7)
+    seeds: int = 3
+    recipe: TrainConfig = field(default_factory=TrainConfig)
+    hash_method: str = "phash"
+    hash_size: int = 8
+
+    def __post_init__(self) -> None:
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad:
+            raise ValueError(f"unknown method {bad[0]!r}: must be among {', '.join(METHODS)}")
+        if any(not 0 < f <= 1 for f in self.fractions):
+            raise ValueError("keep fractions must be in (0, 1]")
+        if self.seeds < 1:
+            raise ValueError("seeds must be at least 1")
+
+
+def plan(cfg: ExperimentConfig) -> list[Arm]:
+    """Every arm of a sweep: one full-data arm per seed, then each method at each fraction < 1."""
+    arms = [Arm("full", 1.0, s) for s in range(cfg.seeds)]
+    for f in sorted({float(x) for x in cfg.fractions if x < 1.0}, reverse=True):
+        for m in cfg.methods:
+            arms += [Arm(m, f, s) for s in range(cfg.seeds)]
+    return arms
+
+
+class Subsets:
+    """Builds each arm's subset from the cached indexes (hash pairs, dendrograms), once each."""
+
+    def __init__(self, ds: Dataset, cfg: ExperimentConfig, on_progress: ProgressFn | None = None) -> None:
+        self.ds, self.cfg, self.on_progress = ds, cfg, on_progress
+        self._semantic: Any = None
+        self._index: Any = None
+
+    def semantic(self, fraction: float) -> Selection:
+        from core.semantic import semantic_index, semantic_selection
+
+        if self._semantic is None:
+            self._semantic = semantic_index(self.ds, on_progress=self.on_progress)
+        emb, dendro = self._semantic
+        return semantic_selection(dendro, emb.vectors, keep_fraction=fraction)
+
+    def hash(self, fraction: float) -> Selection | None:
+        """The smallest radius whose dedup keeps at most `fraction`; None if no radius gets there."""
+        from core.duplicates import build_index, hash_selection
+        from core.hashing import HashConfig
+
+        if self._index is None:
+            self._index = build_index(self.ds, HashConfig(self.cfg.hash_method, self.cfg.hash_size), self.on_progress)
+        for radius in range(self._index.max_radius + 1):
+            sel = hash_selection(self.ds, self._index, radius)
+            if sel.kept_fraction <= fraction + 1e-9:
+                return sel
+        return None
+
+    def get(self, arm: Arm) -> Selection | None:
+        pool = self.ds.split == TRAIN
+        if arm.method == "full":
+            return empty_like(len(self.ds), pool, "full", {})
+        if arm.method == "semantic":
+            return self.semantic(arm.fraction)
+        if arm.method == "hash":
+            return self.hash(arm.fraction)
+        return random_like(self.semantic(arm.fraction), self.ds.labels, seed=1000 + arm.seed)
+
+
+def subset_fingerprint(indices: NDArray[np.int64]) -> str:
+    return hashlib.blake2b(np.ascontiguousarray(np.sort(indices)).tobytes(), digest_size=16).hexdigest()
+
+
+def result_key(ds: Dataset, kept: NDArray[np.int64], recipe: TrainConfig, seed: int) -> str:
+    return cache.make_key("train", {"recipe": asdict(recipe), "seed": seed}, ds.fingerprint, subset_fingerprint(kept))
+
+
+def run_arm(ds: Dataset, arm: Arm, sel: Selection, recipe: TrainConfig, *, on_progress: ProgressFn | None = None,
+            stop: threading.Event | None = None) -> ArmResult:
+    """Train on sel.kept and evaluate on the test split; cached, so a second call reads the result."""
+    kept = sel.kept
+    key = result_key(ds, kept, recipe, arm.seed)
+    seeded = TrainConfig(**{**asdict(recipe), "seed": arm.seed})
+    te = ds.split == TEST
+    misses = cache.stats.misses
+
+    def compute() -> dict[str, Any]:
+        _, result, _ = train(np.asarray(ds.images[kept]), ds.labels[kept], len(ds.classes), seeded,
+                             x_eval=np.asarray(ds.images[te]), y_eval=ds.labels[te], on_progress=on_progress, stop=stop)
+        return {"accuracy": result.accuracy, "seconds": result.seconds, "epochs": result.epochs,
+                "n_train": result.n_train, "device": result.device}
+
+    r = cache.cached_json(key, compute)
+    return ArmResult(arm.method, arm.fraction, sel.kept_fraction, int(r["n_train"]), arm.seed, float(r["accuracy"]),
+                     float(r["seconds"]), int(r["epochs"]), str(r["device"]), sel.describe(),
+                     from_cache=cache.stats.misses == misses)
+
+
+def peek_arm(ds: Dataset, arm: Arm, sel: Selection, recipe: TrainConfig) -> ArmResult | None:
+    """The cached result of an arm, or None if it has not been trained (never trains)."""
+    r = cache.peek_json(result_key(ds, sel.kept, recipe, arm.seed))
+    if r is None:
+        return None
+    return ArmResult(arm.method, arm.fraction, sel.kept_fraction, int(r["n_train"]), arm.seed, float(r["accuracy"]),
+                     float(r["seconds"]), int(r["epochs"]), str(r["device"]), sel.describe(), from_cache=True)
+
+
+def estimate_seconds(ds: Dataset, recipe: TrainConfig, n_images_epochs: float, device: str | None = None) -> float:
+    """Seconds to train `n_images_epochs` image-epochs, from a short timed run of the recipe here."""
+    idx = np.flatnonzero(ds.split == TRAIN)
+    one = TrainConfig(**{**asdict(recipe), "epochs": 1})
+    x, y = np.asarray(ds.images[idx[: recipe.batch_size * 8]]), ds.labels[idx[: recipe.batch_size * 8]]
+    train(x[: recipe.batch_size], y[: recipe.batch_size], len(ds.classes), one, device=device)  # start-up costs
+    t0 = time.perf_counter()
+    train(x, y, len(ds.classes), one, device=device)
+    return (time.perf_counter() - t0) / max(1, len(x)) * n_images_epochs
+
+
+def sweep_image_epochs(ds: Dataset, cfg: ExperimentConfig, arms: list[Arm]) -> float:
+    n_train = int((ds.split == TRAIN).sum())
+    return float(sum(a.fraction * n_train for a in arms)) * cfg.recipe.epochs
+
+
+def run_sweep(ds: Dataset, cfg: ExperimentConfig, *, arms: list[Arm] | None = None,
+              on_progress: ProgressFn | None = None, on_result: Any = None,
+              stop: threading.Event | None = None) -> list[ArmResult]:
+    """Every arm (or the given ones), cached results first; `on_result` sees each as it lands."""
+    subsets = Subsets(ds, cfg, on_progress)
+    results = []
+    for arm in arms if arms is not None else plan(cfg):
+        sel = subsets.get(arm)
+        if sel is None:
+            continue
+        r = run_arm(ds, arm, sel, cfg.recipe, on_progress=on_progress, stop=stop)
+        results.append(r)
+        if on_result is not None:
+            on_result(r)
+    return results
+
+
+def summarize(results: list[ArmResult]) -> list[dict[str, Any]]:
+    """Mean ± std of test accuracy per (method, fraction), with the real kept fraction and times."""
+    groups: dict[tuple[str, float], list[ArmResult]] = {}
+    for r in results:
+        groups.setdefault((r.method, r.fraction), []).append(r)
+    rows = []
+    for (method, fraction), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
+        acc = np.array([r.accuracy for r in rs])
+        rows.append({"method": method, "fraction": fraction, "kept_fraction": round(rs[0].kept_fraction, 4),
+                     "n_train": rs[0].n_train, "seeds": len(rs), "accuracy_mean": float(acc.mean()),
+                     "accuracy_std": float(acc.std(ddof=1)) if len(rs) > 1 else 0.0,
+                     "seconds_mean": float(np.mean([r.seconds for r in rs])), "epochs": rs[0].epochs,
+                     "device": rs[0].device})
+    return rows

@@ -1,0 +1,120 @@
+"""Background jobs off the caller's thread: queued one at a time, attachable, cancellable.
+
+The app keeps one registry per process (st.cache_resource), so a job started in one tab is
+visible in another and a rerun attaches to the running job instead of starting a duplicate.
+Workers never touch the UI: they update their Job, and the page polls it. Results go to the
+disk cache inside the job's function, so they outlive the tab that asked for them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.types import Cancelled, Progress
+
+log = logging.getLogger("redex.jobs")
+
+QUEUED, RUNNING, DONE, FAILED, CANCELLED, SUPERSEDED = "queued", "running", "done", "failed", "cancelled", "superseded"
+
+
+@dataclass
+class Job:
+    """One unit of background work and what is known about it now."""
+
+    key: str
+    group: str = ""
+    label: str = ""
+    status: str = QUEUED
+    fraction: float = 0.0
+    message: str = ""
+    result: Any = None
+    error: str | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+    created: float = field(default_factory=time.time)
+    finished: float | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.status in (QUEUED, RUNNING)
+
+    def progress(self, p: Progress) -> None:
+        """A ProgressFn: the job's function passes this to core."""
+        self.fraction = p.fraction
+        self.message = f"{p.phase} {p.message}".strip()
+
+
+class JobRegistry:
+    """Jobs by key, run by a small pool (one worker: two cores are busy enough with one training)."""
+
+    def __init__(self, workers: int = 1) -> None:
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="redex-job")
+        self._lock = threading.Lock()
+        self._jobs: dict[str, Job] = {}
+
+    def submit(self, key: str, fn: Callable[[Job], Any], *, group: str = "", label: str = "") -> Job:
+        """Queue fn(job) under `key`; an active or finished job with that key is returned instead.
+
+        Queued jobs of the same non-empty `group` that have not started are superseded.
+        """
+        with self._lock:
+            found = self._jobs.get(key)
+            if found is not None and found.status in (QUEUED, RUNNING, DONE):
+                return found
+            if group:
+                for other in self._jobs.values():
+                    if other.group == group and other.status == QUEUED:
+                        other.status = SUPERSEDED
+                        other.stop.set()
+            job = Job(key, group, label)
+            self._jobs[key] = job
+        self._pool.submit(self._run, job, fn)
+        return job
+
+    def _run(self, job: Job, fn: Callable[[Job], Any]) -> None:
+        with self._lock:
+            if job.status != QUEUED:
+                return
+            job.status = RUNNING
+        try:
+            job.result = fn(job)
+            job.status, job.fraction = DONE, 1.0
+        except Cancelled:
+            job.status = CANCELLED
+        except Exception as exc:  # the job reports any failure; the worker thread must survive it
+            log.exception("job %s failed", job.key)
+            job.status, job.error = FAILED, f"{type(exc).__name__}: {exc}"
+        finally:
+            job.finished = time.time()
+
+    def cancel(self, key: str) -> None:
+        with self._lock:
+            job = self._jobs.get(key)
+            if job is None:
+                return
+            job.stop.set()
+            if job.status == QUEUED:
+                job.status = CANCELLED
+
+    def get(self, key: str) -> Job | None:
+        return self._jobs.get(key)
+
+    def jobs(self) -> list[Job]:
+        with self._lock:
+            return sorted(self._jobs.values(), key=lambda j: j.created)
+
+    def active(self) -> list[Job]:
+        return [j for j in self.jobs() if j.active]
+
+    def wait(self, key: str, timeout: float = 600) -> Job:
+        """Block until the job is no longer active (for the CLI and tests)."""
+        deadline = time.time() + timeout
+        job = self._jobs[key]
+        while job.active and time.time() < deadline:
+            time.sleep(0.05)
+        return job
