@@ -23,7 +23,15 @@ from core import cache
 from core.datasets import TEST, TRAIN, Dataset
 from core.device import pick_device
 from core.models import build_model, resolve_arch
-from core.training import TrainConfig, arrays_to_state, predict_features, state_to_arrays, to_tensor, train
+from core.training import (
+    TrainConfig,
+    arrays_to_state,
+    predict_features,
+    recipe_key,
+    state_to_arrays,
+    to_tensor,
+    train,
+)
 from core.types import ProgressFn, report
 
 log = logging.getLogger("redex.embedding")
@@ -84,7 +92,7 @@ def trained_classifier(ds: Dataset, cfg: EmbedConfig, on_progress: ProgressFn | 
                        stop: threading.Event | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The classifier trained on ds's train split (cached as arrays; loading unpickles nothing)."""
     tcfg = train_config(ds, cfg)
-    key = cache.make_key("classifier", tcfg, ds.fingerprint)
+    key = cache.make_key("classifier", recipe_key(tcfg, min(ds.image_shape[:2])), ds.fingerprint)
     tr, te = ds.split == TRAIN, ds.split == TEST
 
     def compute() -> dict[str, NDArray[Any]]:
@@ -170,7 +178,8 @@ def _pretrained(ds: Dataset, cfg: EmbedConfig, download: bool, on_progress: Prog
 def embed(ds: Dataset, cfg: EmbedConfig = EmbedConfig(), *, download: bool = False,
           on_progress: ProgressFn | None = None, stop: threading.Event | None = None) -> Embeddings:
     """L2-normalised embeddings of every image of `ds` (train and test), cached on disk."""
-    key_cfg = {**asdict(cfg), "train": asdict(train_config(ds, cfg)) if cfg.model == "trained" else None}
+    size = min(ds.image_shape[:2])
+    key_cfg = {**asdict(cfg), "train": recipe_key(train_config(ds, cfg), size) if cfg.model == "trained" else None}
     key = cache.make_key("embed", key_cfg, ds.fingerprint)
 
     def compute() -> dict[str, NDArray[Any]]:

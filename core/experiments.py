@@ -22,7 +22,7 @@ from core import cache
 from core.datasets import TEST, TRAIN, Dataset
 from core.device import pick_device
 from core.selection import Selection, empty_like, random_like
-from core.training import TrainConfig, train
+from core.training import TrainConfig, recipe_key, train
 from core.types import ProgressFn
 
 METHODS = ("semantic", "hash", "random")
@@ -136,7 +136,8 @@ def subset_fingerprint(indices: NDArray[np.int64]) -> str:
 
 
 def result_key(ds: Dataset, kept: NDArray[np.int64], recipe: TrainConfig, seed: int) -> str:
-    return cache.make_key("train", {"recipe": asdict(recipe), "seed": seed}, ds.fingerprint, subset_fingerprint(kept))
+    keyed = {**recipe_key(recipe, min(ds.image_shape[:2])), "seed": seed}
+    return cache.make_key("train", keyed, ds.fingerprint, subset_fingerprint(kept))
 
 
 def run_arm(ds: Dataset, arm: Arm, sel: Selection, recipe: TrainConfig, *, on_progress: ProgressFn | None = None,

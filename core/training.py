@@ -3,7 +3,8 @@
 airbench's shape, made device-agnostic: the whole split lives on the device as one uint8
 tensor, a subset is an index array, augmentation (flip, translate) runs on batches on the
 device, and the schedule is a triangular one-cycle (linear warm-up, linear decay) with
-Nesterov SGD and label smoothing. On CUDA it adds channels_last and bf16 autocast. The same
+Nesterov SGD and label smoothing. channels_last everywhere (about 30% faster on the CPU too);
+bf16 autocast on CUDA. The same
 config and seed give every arm of an experiment the same recipe, so arms differ only in data.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,7 @@ from numpy.typing import NDArray
 from torch import nn
 
 from core.device import describe, pick_device
-from core.models import build_model
+from core.models import VERSIONS, build_model, resolve_arch
 from core.types import Cancelled, Images, ProgressFn, report
 
 log = logging.getLogger("redex.training")
@@ -92,9 +93,8 @@ def predict_features(model: nn.Module, x: torch.Tensor, mean: torch.Tensor, std:
     device = x.device
     outs = []
     for lo in range(0, len(x), batch):
-        xb = (x[lo : lo + batch].float() - mean) / std
+        xb = ((x[lo : lo + batch].float() - mean) / std).contiguous(memory_format=torch.channels_last)
         if device.type == "cuda":
-            xb = xb.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 out = model(xb) if head else model.features(xb)  # type: ignore[operator]
         else:
@@ -127,9 +127,7 @@ def train(x_train: Images, y_train: NDArray[np.int64], n_classes: int, cfg: Trai
     y = torch.from_numpy(np.asarray(y_train, np.int64)).to(device)
     n, c, h, w = x.shape
     mean, std = _normaliser(x)
-    model = build_model(cfg.arch, c, n_classes, min(h, w)).to(device)
-    if device == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = build_model(cfg.arch, c, n_classes, min(h, w)).to(device).to(memory_format=torch.channels_last)
     flip = cfg.augment == "auto" and c == 3
     pad = 0 if cfg.augment == "none" else (4 if min(h, w) >= 24 else 1)
     steps_per_epoch = max(1, -(-n // cfg.batch_size))
@@ -153,9 +151,8 @@ def train(x_train: Images, y_train: NDArray[np.int64], n_classes: int, cfg: Trai
                 raise Cancelled("training cancelled")
             idx = perm[lo : lo + cfg.batch_size]
             xb = _augment(x[idx], flip, pad, gen)
-            xb = (xb.float() - mean) / std
+            xb = ((xb.float() - mean) / std).contiguous(memory_format=torch.channels_last)  # faster on CPU too
             if device == "cuda":
-                xb = xb.contiguous(memory_format=torch.channels_last)
                 with torch.autocast("cuda", dtype=torch.bfloat16):
                     loss = loss_fn(model(xb), y[idx])
             else:
@@ -176,6 +173,12 @@ def train(x_train: Images, y_train: NDArray[np.int64], n_classes: int, cfg: Trai
                             mean, std)
     result = TrainResult(accuracy, time.perf_counter() - t0, cfg.epochs, n, describe(), tuple(losses))
     return model, result, {"mean": mean.cpu().numpy(), "std": std.cpu().numpy()}
+
+
+def recipe_key(cfg: TrainConfig, size: int) -> dict[str, Any]:
+    """What a cached network or result depends on: the recipe and the network's version."""
+    arch = resolve_arch(cfg.arch, size)
+    return {"recipe": asdict(cfg), "arch": arch, "version": VERSIONS[arch]}
 
 
 def state_to_arrays(model: nn.Module) -> dict[str, NDArray[Any]]:
