@@ -26,13 +26,13 @@ browser-deps:  ## Debian's chromium for the real-browser tests (skipped there if
 		echo "chromium could not be installed: browser tests will skip"
 
 lint: $(STAMP)
-	$(BIN)/ruff check core ui pages app.py tests
+	$(BIN)/ruff check core ui pages app.py tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy core
 
 test: $(STAMP) browser-deps  ## lint, type-check core, and run the default test suite (CPU, offline)
-	$(BIN)/ruff check core ui pages app.py tests
+	$(BIN)/ruff check core ui pages app.py tests bench
 	$(BIN)/mypy core
 	$(BIN)/python -m pytest -q
 
@@ -42,9 +42,15 @@ test-all: $(STAMP) browser-deps  ## also the slow tests (CIFAR-10 end to end, ki
 load: $(STAMP)  ## the load test: 1M-hash search and 5 concurrent app sessions
 	$(BIN)/python -m pytest -q -m load tests/test_load.py
 
-bench: $(STAMP)  ## benchmarks against baselines, written to docs/BENCHMARKS.md
-	$(BIN)/pip install -q -r bench/requirements.txt
-	$(BIN)/python -m bench.run
+BENCH := .venv-bench
+$(BENCH)/.installed: $(STAMP) bench/requirements.txt
+	test -x $(BENCH)/bin/python || $(PY) -m venv $(BENCH)
+	echo "$(CURDIR)/$(VENV)/lib/python3.11/site-packages" > $(BENCH)/lib/python3.11/site-packages/_redex_app.pth
+	$(BENCH)/bin/pip install -q -r bench/requirements.txt
+	touch $(BENCH)/.installed
+
+bench: $(BENCH)/.installed  ## benchmarks against baselines (imagehash, imagededup, scikit-learn), to docs/BENCHMARKS.md
+	$(BENCH)/bin/python -m bench.run
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,347 @@
+"""`make bench`: every figure as a ratio against a baseline measured in the same run, on the same data.
+
+Each section runs in its own process (so its peak memory is its own) and prints JSON rows;
+the parent writes docs/BENCHMARKS.md. CIFAR-10 comes from ../shared/data/cifar10-jpg; without
+it the sections fall back to digits and the report says so.
+
+    python -m bench.run                # all sections
+    python -m bench.run --only hashing # one section
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CIFAR = ROOT.parent / "shared" / "data" / "cifar10-jpg"
+SPEC = f"imagefolder:{CIFAR}" if (CIFAR / "train").is_dir() else "digits"
+SECTIONS: dict[str, Callable[[], list[dict[str, Any]]]] = {}
+
+
+def section(fn: Callable[[], list[dict[str, Any]]]) -> Callable[[], list[dict[str, Any]]]:
+    SECTIONS[fn.__name__] = fn
+    return fn
+
+
+def timed(fn: Callable[[], Any], repeat: int = 1) -> tuple[float, Any]:
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def row(figure: str, baseline: str, base_s: float | None, ours_s: float, unit: str = "s", notes: str = "",
+        command: str = "") -> dict[str, Any]:
+    return {"figure": figure, "baseline": baseline, "baseline_s": base_s, "ours_s": ours_s, "unit": unit,
+            "ratio": (base_s / ours_s) if base_s and ours_s else None, "notes": notes, "command": command}
+
+
+def dataset():  # type: ignore[no-untyped-def]
+    from core.datasets import load_dataset
+
+    return load_dataset(SPEC)
+
+
+@section
+def hashing() -> list[dict[str, Any]]:
+    """Throughput per method against imagehash called per image, and bit agreement on a sample."""
+    from core.hashing import METHODS, HashConfig, hash_images, reference_hash, to_hex
+
+    ds = dataset()
+    images = np.asarray(ds.images)
+    sample = images[np.random.default_rng(0).choice(len(images), min(10_000, len(images)), replace=False)]
+    rows = []
+    hash_images(images[:256], HashConfig("phash", 8))  # warm-up (imports, thread pool)
+    for method in METHODS:
+        cfg = HashConfig(method, 8)
+        ref_s, ref = timed(lambda cfg=cfg: [reference_hash(x, cfg) for x in sample])
+        ours_s, codes = timed(lambda cfg=cfg: hash_images(images, cfg), repeat=2)
+        ours_sample = to_hex(hash_images(sample, cfg))
+        agree = sum(a == b for a, b in zip(ours_sample, ref))
+        per_ref, per_ours = ref_s / len(sample), ours_s / len(images)
+        rows.append(row(f"hash {method}8, per image ({len(images):,} images)", "imagehash per image", per_ref,
+                        per_ours, "s/image", f"identical bits on {agree:,} of {len(sample):,} sampled images "
+                        f"({100 * agree / len(sample):.2f}%); ours {len(images) / ours_s:,.0f} images/s",
+                        "hash_images(images, HashConfig(method, 8))"))
+    return rows
+
+
+def _imagededup_pairs(hexes: list[str], radius: int) -> tuple[float, set[tuple[int, int]]]:
+    from imagededup.methods import PHash
+
+    ph = PHash(verbose=False)
+    enc = {str(i): h for i, h in enumerate(hexes)}
+    t, found = timed(lambda: ph.find_duplicates(encoding_map=enc, max_distance_threshold=radius, scores=True))
+    pairs = {(min(int(a), int(b)), max(int(a), int(b))) for a, dups in found.items() for b, _ in dups}
+    return t, pairs
+
+
+@section
+def search() -> list[dict[str, Any]]:
+    """All pairs within Hamming 10 on CIFAR-10's pHashes, ours against imagededup on the same hashes."""
+    from core.hashing import HashConfig, hash_images, to_hex
+    from core.neighbors import find_pairs, plan_search, to_words
+
+    ds = dataset()
+    codes = hash_images(np.asarray(ds.images), HashConfig("phash", 8))
+    radius = 10
+    find_pairs(codes[:2000], radius)  # compile the kernels outside the timing
+    ours_s, pairs = timed(lambda: find_pairs(codes, radius), repeat=3)
+    plan = plan_search(to_words(codes), radius, 64)
+    base_s, ref = _imagededup_pairs(to_hex(codes), radius)
+    ours = set(zip(pairs.i.tolist(), pairs.j.tolist()))
+    same = "same pairs" if ours == ref else f"DIFFERENT: {len(ours - ref)} only ours, {len(ref - ours)} only imagededup"
+    return [row(f"search radius {radius}, {len(codes):,} pHashes", "imagededup find_duplicates (same hashes)",
+                base_s, ours_s, notes=f"{len(ours):,} pairs, {same}; route {plan.route} with {len(plan.blocks)} blocks",
+                command="find_pairs(codes, 10)")]
+
+
+@section
+def search_million() -> list[dict[str, Any]]:
+    """1,000,000 random 64-bit hashes with planted near-duplicates, radius 8; baseline: chunked numpy brute force
+    on a 50,000 slice, scaled quadratically (a full run would take hours)."""
+    from core.neighbors import brute_force_pairs, find_pairs
+    from core.synthetic import planted_codes
+
+    codes, planted = planted_codes(1_000_000, 10_000, 8, seed=0)
+    find_pairs(codes[:2000], 8)
+    ours_s, pairs = timed(lambda: find_pairs(codes, 8))
+    found = set(zip(pairs.i.tolist(), pairs.j.tolist()))
+    hit = sum((min(a, b), max(a, b)) in found for a, b in planted.tolist())
+    slice_s, _ = timed(lambda: brute_force_pairs(codes[:50_000], 8))
+    est = slice_s * (1_000_000 / 50_000) ** 2
+    return [row("search radius 8, 1,000,000 synthetic hashes", "numpy brute force (50k slice x 400, quadratic)", est,
+                ours_s, notes=f"{len(pairs):,} pairs; planted pairs found {hit:,} of {len(planted):,}",
+                command="find_pairs(planted_codes(1_000_000, 10_000, 8), 8)")]
+
+
+@section
+def end_to_end() -> list[dict[str, Any]]:
+    """From decoded arrays to duplicate groups (pHash, radius 10): ours against imagededup on 20,000 images."""
+    from imagededup.methods import PHash
+
+    from core.duplicates import DuplicateIndex, groups_at, pair_scopes
+    from core.hashing import HashConfig, hash_images
+    from core.neighbors import find_pairs
+
+    ds = dataset()
+    n = min(20_000, len(ds))
+    images = np.asarray(ds.images[:n])
+    labels, split = ds.labels[:n], ds.split[:n]
+
+    def ours() -> int:
+        codes = hash_images(images, HashConfig("phash", 8))
+        p = find_pairs(codes, 10)
+        index = DuplicateIndex(HashConfig("phash", 8), codes, p, pair_scopes(p, labels, split), 10)
+        return len(groups_at(index, 10, "within-class"))
+
+    def theirs() -> int:
+        ph = PHash(verbose=False)
+        enc = {str(i): ph.encode_image(image_array=x) for i, x in enumerate(images)}
+        return len(ph.find_duplicates(encoding_map=enc, max_distance_threshold=10))
+
+    ours()
+    ours_s, _ = timed(ours)
+    base_s, _ = timed(theirs)
+    return [row(f"end to end, arrays to groups, {n:,} images", "imagededup encode_image + find_duplicates",
+                base_s, ours_s, notes="imagededup's pHash bits differ from imagehash's (see docs); times only")]
+
+
+@section
+def semantic() -> list[dict[str, Any]]:
+    """Dendrograms for every class vs scikit-learn's AgglomerativeClustering; one re-cut; keep-fraction search."""
+    from sklearn.cluster import AgglomerativeClustering
+
+    from core.datasets import TRAIN
+    from core.semantic import build_dendrograms, cut, semantic_index, semantic_selection, threshold_for_fraction
+
+    ds = dataset()
+    emb, _ = semantic_index(ds)
+    pool = ds.split == TRAIN
+    ours_s, d = timed(lambda: build_dendrograms(emb.vectors, ds.labels, pool))
+    t = float(threshold_for_fraction(d, 0.9))  # type: ignore[arg-type]
+    ours_cut = cut(d, t)
+    same = True
+    base_s = 0.0
+    for c in np.unique(ds.labels[pool]):
+        idx = np.flatnonzero(pool & (ds.labels == c))
+        model = AgglomerativeClustering(n_clusters=None, linkage="complete", metric="cosine", distance_threshold=t)
+        s, lab = timed(lambda model=model, idx=idx: model.fit_predict(emb.vectors[idx].astype(np.float64)))
+        base_s += s
+        a, b = ours_cut[idx], lab
+        same &= len(np.unique(a)) == len(np.unique(b)) and len(np.unique(a * 100_000 + b)) == len(np.unique(a))
+    recut_s, _ = timed(lambda: semantic_selection(d, emb.vectors, threshold=t * 1.5), repeat=20)
+    frac_s, _ = timed(lambda: semantic_selection(d, emb.vectors, keep_fraction=0.8), repeat=20)
+    full_recut = ours_s + recut_s
+    n = int(pool.sum())
+    return [
+        row(f"dendrograms, all classes ({n:,} train images)", "scikit-learn AgglomerativeClustering per class",
+            base_s, ours_s, notes=f"partitions at the 0.9-keep threshold {'identical' if same else 'DIFFER'}"),
+        row("one re-cut of all classes (slider move)", "rebuilding the dendrograms and cutting", full_recut, recut_s,
+            notes="includes choosing representatives"),
+        row("keep-fraction search + cut (keep 0.8)", "rebuilding the dendrograms and cutting", full_recut, frac_s),
+    ]
+
+
+@section
+def embedding() -> list[dict[str, Any]]:
+    """Inference throughput of the trained embedding network on the CPU: channels_last (ours) vs NCHW."""
+    import torch
+
+    from core.embedding import EmbedConfig, trained_classifier
+    from core.training import to_tensor
+
+    ds = dataset()
+    model, info = trained_classifier(ds, EmbedConfig())
+    n = min(10_000, len(ds))
+    x = to_tensor(np.asarray(ds.images[:n]), "cpu").float()
+    mean, std = torch.from_numpy(info["mean"]), torch.from_numpy(info["std"])
+    model.eval()
+
+    def run(channels_last: bool) -> None:
+        m = model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        with torch.inference_mode():
+            for lo in range(0, n, 1024):
+                xb = (x[lo : lo + 1024] - mean) / std
+                m.features(xb.contiguous(memory_format=torch.channels_last) if channels_last else xb.contiguous())
+
+    run(True)
+    base_s, _ = timed(lambda: run(False), repeat=2)
+    ours_s, _ = timed(lambda: run(True), repeat=2)
+    return [row(f"embedding inference, {info['arch']}, {n:,} images (CPU)", "same network, NCHW", base_s, ours_s,
+                notes=f"ours {n / ours_s:,.0f} images/s on {torch.get_num_threads()} threads; "
+                f"network: {info['epochs']} epochs, test accuracy {100 * info['test_accuracy']:.1f}%, "
+                f"trained in {info['train_seconds']:.0f} s")]
+
+
+@section
+def umap_map() -> list[dict[str, Any]]:
+    """UMAP of the embeddings: ours (fit on <= 50,000, transform the rest) vs fitting all points."""
+    from core.projection import UmapConfig, project
+    from core.semantic import semantic_index
+
+    ds = dataset()
+    emb, _ = semantic_index(ds)
+    project(emb.vectors[:2000], UmapConfig())  # numba start-up outside the timing
+    ours_s, p = timed(lambda: project(emb.vectors, UmapConfig()))
+    base_s, _ = timed(lambda: project(emb.vectors, UmapConfig(max_fit=len(emb.vectors) + 1)))
+    return [row(f"UMAP of {len(emb.vectors):,} embeddings", "UMAP fitted on every point", base_s, ours_s,
+                notes=f"fitted on {p.fitted_on:,}")]
+
+
+@section
+def app_latency() -> list[dict[str, Any]]:
+    """AppTest: slider change to finished rerun (warm caches), against a run that recomputes the index."""
+    from streamlit.testing.v1 import AppTest
+
+    rows = []
+    for page, key, values, label in (("pages/near_duplicates.py", "radius", (4, 8), "near-duplicate page"),
+                                     ("pages/semantic.py", "keep_fraction", (0.9, 0.8), "semantic page")):
+        at = AppTest.from_file(str(ROOT / page), default_timeout=900)
+        at.session_state["dataset"] = SPEC
+        cold_s, _ = timed(at.run)
+        times = []
+        for k in range(6):
+            t0 = time.perf_counter()
+            at.slider(key=key).set_value(values[k % 2]).run()
+            times.append(time.perf_counter() - t0)
+        assert not at.exception, [e.value for e in at.exception]
+        warm = float(np.median(times))
+        rows.append(row(f"{label}: slider change to finished rerun", "first render of the page (this process)",
+                        cold_s, warm, notes=f"median of 6 moves; first render {cold_s:.1f} s with the disk cache warm"))
+    return rows
+
+
+def _child(name: str) -> None:
+    rows = SECTIONS[name]()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    for r in rows:
+        r["peak_mb"] = round(peak)
+        r["section"] = name
+    print("BENCH-JSON " + json.dumps(rows))
+
+
+def _machine() -> str:
+    try:
+        import torch
+
+        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    except Exception:  # the report must still be written
+        gpu = "unknown"
+    return f"{platform.machine()}, {os.cpu_count()} cores, {gpu}, Python {platform.python_version()}"
+
+
+def _fmt(x: float | None, unit: str) -> str:
+    if x is None:
+        return "–"
+    if unit == "s/image":
+        return f"{x * 1e6:.1f} µs/img"
+    return f"{x:.3f} s" if x < 10 else f"{x:.1f} s"
+
+
+def write_report(rows: list[dict[str, Any]], elapsed: float) -> Path:
+    out = ROOT / "docs" / "BENCHMARKS.md"
+    lines = [
+        "# Benchmarks", "",
+        f"Produced by `make bench` (`python -m bench.run`) on {time.strftime('%Y-%m-%d')}, machine: {_machine()}. "
+        f"Data: `{SPEC}`. Every ratio is baseline time / our time, both measured in the same run on the same data; "
+        f"peak memory is the section process's maximum RSS. Whole run: {elapsed / 60:.1f} min.", "",
+        "| figure | baseline | baseline | ours | ratio | peak MB | notes |", "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        ratio = f"{r['ratio']:.1f}x" if r.get("ratio") else "–"
+        lines.append(f"| {r['figure']} | {r['baseline']} | {_fmt(r['baseline_s'], r['unit'])} | "
+                     f"{_fmt(r['ours_s'], r['unit'])} | {ratio} | {r.get('peak_mb', '–')} | {r['notes']} |")
+    lines += ["", "Sections and what they measure:", ""]
+    lines += [f"- `{name}`: {' '.join((fn.__doc__ or '').split())}" for name, fn in SECTIONS.items()]
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", action="append", choices=list(SECTIONS))
+    parser.add_argument("--section", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.section:
+        _child(args.section)
+        return 0
+    if SPEC == "digits":
+        print(f"note: {CIFAR} not found; benchmarking on digits instead")
+    t0 = time.time()
+    rows: list[dict[str, Any]] = []
+    for name in args.only or list(SECTIONS):
+        print(f"== {name}", flush=True)
+        out = subprocess.run([sys.executable, "-m", "bench.run", "--section", name], cwd=ROOT, capture_output=True,
+                             text=True)
+        found = [line for line in out.stdout.splitlines() if line.startswith("BENCH-JSON ")]
+        if out.returncode or not found:
+            print(out.stdout[-2000:], out.stderr[-3000:])
+            rows.append(row(name, "–", None, 0.0, notes=f"FAILED: {out.stderr.strip().splitlines()[-1:]}"))
+            continue
+        for r in json.loads(found[0][len("BENCH-JSON "):]):
+            rows.append(r)
+            ratio = f"{r['ratio']:.1f}x" if r.get("ratio") else "-"
+            print(f"  {r['figure']}: ours {_fmt(r['ours_s'], r['unit'])}, {r['baseline']} "
+                  f"{_fmt(r['baseline_s'], r['unit'])}, ratio {ratio}, peak {r['peak_mb']} MB", flush=True)
+    path = write_report(rows, time.time() - t0)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
