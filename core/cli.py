@@ -19,6 +19,7 @@ import numpy as np
 
 from core import cache
 from core.datasets import SOURCES, SPLIT_NAMES, TORCHVISION_SOURCES, Dataset, DatasetError, load_dataset
+from core.scale import ScaleError
 from core.types import Progress, ProgressFn
 
 
@@ -252,6 +253,64 @@ def cmd_experiment(args: argparse.Namespace, progress: ProgressFn) -> int:
     return 0
 
 
+def cmd_scale(args: argparse.Namespace, progress: ProgressFn) -> int:
+    from pathlib import Path
+
+    from core.duplicates import SCOPES, DuplicateIndex, dedup_selection, groups_at, leaked_test_images, pair_scopes
+    from core.hashing import HashConfig
+    from core.scale import find_pairs_ray, hash_source, write_results
+
+    out = Path(args.out)
+    cfg = HashConfig(args.method, args.hash_size)
+    hashed = _timed("hash on Ray", lambda: hash_source(args.source, out, cfg, address=args.address,
+                                                        num_cpus=args.workers, on_progress=progress))
+    n_test = int((hashed.split == 1).sum())
+    print(f"source {args.source}: {len(hashed.ids):,} images, {len(hashed.classes)} classes, train "
+          f"{len(hashed.ids) - n_test:,}, test {n_test:,}, skipped {len(hashed.skipped)}")
+    if args.step == "hash":
+        return 0
+    if args.step == "semantic":
+        return _scale_semantic(args, hashed, out, progress)
+    pairs = _timed("search on Ray", lambda: find_pairs_ray(hashed.codes, args.threshold, address=args.address,
+                                                           num_cpus=args.workers))
+    index = DuplicateIndex(cfg, hashed.codes, pairs, pair_scopes(pairs, hashed.labels, hashed.split), args.threshold)
+    for scope in SCOPES:
+        groups = groups_at(index, args.threshold, scope, "first", hashed.sizes)
+        print(f"{scope:>12}: {len(groups):,} groups, {groups.n_images:,} images")
+    leaked = leaked_test_images(index, args.threshold, hashed.split)
+    print(f"train/test leakage: {len(leaked):,} of {n_test:,} test images have a near-duplicate in train")
+    sel = dedup_selection(index, args.threshold, hashed.split, hashed.sizes)
+    reasons = ["kept" if k else f"near-duplicate of {hashed.ids[r]} at {d:.0f} bits"
+               for k, r, d in zip(sel.keep | ~sel.pool, sel.representative, np.nan_to_num(sel.distance))]
+    path = write_results(out, hashed, sel.group, sel.keep | ~sel.pool, reasons)
+    print(f"pairs: {len(pairs):,}; dedup removes {len(sel.removed):,}; wrote {path}")
+    return 0
+
+
+def _scale_semantic(args: argparse.Namespace, hashed: Any, out: Any, progress: ProgressFn) -> int:
+    """Per-class clustering as Ray tasks, on the embeddings of the single-machine path."""
+    from core.datasets import load_image_folder
+    from core.embedding import embed
+    from core.scale import ScaleError, dendrograms_ray, write_results
+    from core.semantic import semantic_selection
+
+    kind, _, path = args.source.partition(":")
+    if kind != "imagefolder":
+        raise ScaleError("scale semantic reads embeddings of an image folder (imagefolder:PATH) for now")
+    ds = load_image_folder(path, on_progress=progress)
+    if [str(i) for i in ds.ids] != list(hashed.ids):
+        raise ScaleError("the folder changed between the hash and the embedding steps: run again")
+    emb = _timed("embed", lambda: embed(ds, _embed_cfg(args), on_progress=progress))
+    dendro = _timed("dendrograms on Ray", lambda: dendrograms_ray(emb.vectors, ds.labels, ds.split == 0,
+                                                                  address=args.address, num_cpus=args.workers))
+    sel = semantic_selection(dendro, emb.vectors, keep_fraction=args.keep)
+    reasons = ["kept" if k else f"redundant to {ds.ids[r]} at cosine {d:.4f}"
+               for k, r, d in zip(sel.keep | ~sel.pool, sel.representative, np.nan_to_num(sel.distance))]
+    path_out = write_results(out, hashed, sel.group, sel.keep | ~sel.pool, reasons, name="semantic")
+    print(f"semantic subset: keeps {len(sel.kept):,} of {int(sel.pool.sum()):,}; wrote {path_out}")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace, progress: ProgressFn) -> int:
     from core.export import export
 
@@ -268,12 +327,17 @@ def _add_dataset(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, default=None, help="resize image-folder images to this square side")
 
 
-def _add_hash(p: argparse.ArgumentParser) -> None:
-    from core.duplicates import KEEP_POLICIES
+def _add_hash_method(p: argparse.ArgumentParser) -> None:
     from core.hashing import HASH_SIZES, METHODS
 
     p.add_argument("--method", default="phash", choices=METHODS)
     p.add_argument("--hash-size", type=int, default=8, choices=HASH_SIZES)
+
+
+def _add_hash(p: argparse.ArgumentParser) -> None:
+    from core.duplicates import KEEP_POLICIES
+
+    _add_hash_method(p)
     p.add_argument("--threshold", type=int, default=4, help="Hamming distance (bits) at most")
     p.add_argument("--keep", default="first", choices=KEEP_POLICIES, help="which member of a group stays")
 
@@ -337,6 +401,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-epochs", type=int, default=0, help="override the recipe's epochs (0: the budget recipe)")
     p.add_argument("--out", help="folder for results.csv and results.json")
     p.set_defaults(fn=cmd_experiment)
+    p = sub.add_parser("scale", help="run on Ray: a local one, or a cluster with --address")
+    p.add_argument("step", choices=["hash", "duplicates", "semantic"])
+    p.add_argument("--source", required=True, help="imagefolder:PATH | parquet:PATH | webdataset:PATH")
+    p.add_argument("--out", required=True, help="result folder (resumable: finished shards are kept)")
+    p.add_argument("--address", default=None, help="auto or ray://HOST:PORT; default: start a local Ray")
+    p.add_argument("--workers", type=int, default=None, help="CPUs for a local Ray (default: all)")
+    p.add_argument("--threshold", type=int, default=4)
+    p.add_argument("--keep", type=float, default=0.9)
+    _add_hash_method(p)
+    _add_embedding(p)
+    p.set_defaults(fn=cmd_scale)
     p = sub.add_parser("umap", help="2-D UMAP map of the embeddings")
     _add_dataset(p)
     _add_embedding(p)
@@ -355,7 +430,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     np.set_printoptions(suppress=True)
     try:
         return int(args.fn(args, TqdmProgress()))
-    except (DatasetError, ValueError, FileExistsError, FileNotFoundError, PermissionError) as exc:
+    except (DatasetError, ValueError, FileExistsError, FileNotFoundError, PermissionError, ScaleError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

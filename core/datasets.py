@@ -9,6 +9,7 @@ Unreadable files never stop a load: each one is listed in `Dataset.skipped` with
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -249,15 +250,16 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def decode_image(path: str | Path, size: tuple[int, int] | None) -> tuple[NDArray[np.uint8], tuple[int, int]]:
-    """Decode one file to (H, W, 3) uint8 at `size` (height, width); returns it and its own size.
+def decode_image(path: str | Path | bytes, size: tuple[int, int] | None) -> tuple[
+        NDArray[np.uint8], tuple[int, int]]:
+    """Decode one file (or its bytes) to (H, W, 3) uint8 at `size` (height, width); returns it and its own size.
 
     Raises ValueError/OSError with a readable reason for anything that is not a usable image.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            with Image.open(path) as im:
+            with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as im:
                 if im.width * im.height > MAX_PIXELS:
                     raise ValueError(f"declared size {im.width}x{im.height} exceeds {MAX_PIXELS:,} pixels")
                 im.seek(0)
@@ -294,13 +296,18 @@ def _decode_chunk(root: str, rels: list[str], size: tuple[int, int]) -> tuple[
     return out, sizes, ok, reasons
 
 
+def auto_size(h: int, w: int) -> tuple[int, int]:
+    """The common size of a folder: its first image's, unless a side exceeds AUTO_MAX_SIDE."""
+    return (h, w) if max(h, w) <= AUTO_MAX_SIDE else (AUTO_MAX_SIDE, AUTO_MAX_SIDE)
+
+
 def _first_size(root: Path, entries: list[_Entry]) -> tuple[int, int] | None:
     for e in entries:
         try:
             _, (h, w) = decode_image(root / e.rel, None)
         except (ValueError, OSError):
             continue
-        return (h, w) if max(h, w) <= AUTO_MAX_SIDE else (AUTO_MAX_SIDE, AUTO_MAX_SIDE)
+        return auto_size(h, w)
     return None
 
 

@@ -195,9 +195,15 @@ def leaked_test_images(index: DuplicateIndex, radius: int, split: NDArray[np.int
 def hash_selection(ds: Dataset, index: DuplicateIndex, radius: int, policy: str = "first",
                    pool_split: int = TRAIN) -> Selection:
     """Within-class dedup of one split: each group keeps one image, the rest are removed."""
-    pool = ds.split == pool_split
-    groups = groups_at(index, radius, "within-class", policy, ds.sizes, restrict=pool)
-    n = len(ds)
+    return dedup_selection(index, radius, ds.split, ds.sizes, policy, pool_split)
+
+
+def dedup_selection(index: DuplicateIndex, radius: int, split: NDArray[np.int8], sizes: NDArray[np.int32] | None,
+                    policy: str = "first", pool_split: int = TRAIN) -> Selection:
+    """hash_selection over plain arrays (the scale-out path has no Dataset object)."""
+    pool = split == pool_split
+    groups = groups_at(index, radius, "within-class", policy, sizes, restrict=pool)
+    n = len(split)
     keep = np.ones(n, bool)
     group = np.full(n, -1, np.int64)
     rep = np.full(n, -1, np.int64)

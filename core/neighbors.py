@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import combinations
 from math import comb
-from typing import Any
 
 import numpy as np
 from numba import njit
@@ -237,45 +237,94 @@ def _spans(n: int, parts: int, triangular: bool) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
-def find_pairs(codes: Codes, radius: int, *, threads: int | None = None, plan: Plan | None = None,
-               on_progress: ProgressFn | None = None) -> Pairs:
-    """Every pair (i < j) of rows of `codes` within Hamming distance `radius`, exactly."""
+@dataclass(frozen=True)
+class Part:
+    """One independent piece of a search: rows lo..hi against later rows (block -1, brute force),
+    or rows lo..hi probing MIH block `block`. Parts of one plan never report the same pair."""
+
+    block: int
+    lo: int
+    hi: int
+
+
+def partition(plan: Plan, n: int, pieces: int) -> list[Part]:
+    """Split a plan into parts of about equal work (pieces per block for MIH)."""
+    if plan.route == "brute":
+        return [Part(-1, lo, hi) for lo, hi in _spans(n, pieces, True)]
+    return [Part(b, lo, hi) for b in range(len(plan.blocks)) for lo, hi in _spans(n, pieces, False)]
+
+
+def _table(vals: NDArray[np.int64], count: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Bucket table of one block: row order sorted by block value, and each value's start offset."""
+    order = np.argsort(vals, kind="stable").astype(np.int64)
+    start = np.zeros((1 << count) + 1, np.int64)
+    np.cumsum(np.bincount(vals, minlength=1 << count), out=start[1:])
+    return order, start
+
+
+class _Search:
+    """A plan's shared state: the block values and the bucket tables, built once and read by every part."""
+
+    def __init__(self, words: NDArray[np.uint64], plan: Plan, radius: int, needed: set[int] | None = None) -> None:
+        self.words, self.plan, self.radius = words, plan, radius
+        self.tables: dict[int, tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]] = {}
+        if plan.route == "mih":
+            self.blocks = np.stack([_block_values(words, f, c) for f, c in plan.blocks], axis=1)
+            self.radii = np.array(plan.radii, np.int64)
+            for b, ((_, count), r) in enumerate(zip(plan.blocks, plan.radii)):
+                if needed is None or b in needed:
+                    self.tables[b] = (*_table(self.blocks[:, b], count), _masks(count, r))
+
+    def run(self, part: Part) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
+        if part.block < 0:
+            return _brute_kernel(self.words, part.lo, part.hi, self.radius)  # type: ignore[no-any-return]
+        order, start, masks = self.tables[part.block]
+        return _mih_kernel(self.words, self.blocks, self.radii, part.block, order, start,  # type: ignore[no-any-return]
+                           masks, part.lo, part.hi, self.radius)
+
+
+def run_parts(words: NDArray[np.uint64], plan: Plan, parts: list[Part], radius: int) -> Pairs:
+    """Run some parts of a plan (what one distributed worker does); tables only for their blocks."""
+    search = _Search(words, plan, radius, {p.block for p in parts})
+    return merge([search.run(p) for p in parts])
+
+
+def merge(results: Sequence[tuple[NDArray[np.int64], ...] | Pairs]) -> Pairs:
+    """Concatenate the pairs of disjoint parts, sorted by (i, j)."""
+    triples = [(r.i, r.j, r.d) if isinstance(r, Pairs) else r for r in results]
+    if not triples:
+        return Pairs(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int16))
+    i = np.concatenate([t[0] for t in triples]).astype(np.int64)
+    j = np.concatenate([t[1] for t in triples]).astype(np.int64)
+    d = np.concatenate([t[2] for t in triples]).astype(np.int16)
+    order = np.lexsort((j, i))
+    return Pairs(i[order], j[order], d[order])
+
+
+def check_radius(codes: Codes, radius: int) -> None:
     bits = codes.shape[1] * 8
     if not 0 <= radius <= bits:
         raise ValueError(f"radius must be between 0 and {bits} for {bits}-bit hashes, got {radius}")
+
+
+def find_pairs(codes: Codes, radius: int, *, threads: int | None = None, plan: Plan | None = None,
+               on_progress: ProgressFn | None = None) -> Pairs:
+    """Every pair (i < j) of rows of `codes` within Hamming distance `radius`, exactly."""
+    check_radius(codes, radius)
     words = to_words(codes)
     n = len(words)
-    plan = plan or plan_search(words, radius, bits)
+    plan = plan or plan_search(words, radius, codes.shape[1] * 8)
     threads = threads or min(8, os.cpu_count() or 1)
     log.info("hamming search: n=%d radius=%d route=%s blocks=%d", n, radius, plan.route, len(plan.blocks))
-    jobs: list[tuple[Any, ...]] = []
-    if plan.route == "brute":
-        jobs = [(_brute_kernel, words, lo, hi, radius) for lo, hi in _spans(n, 64 * threads, True)]
-    else:
-        blocks = np.stack([_block_values(words, f, c) for f, c in plan.blocks], axis=1)
-        radii = np.array(plan.radii, np.int64)
-        for b, ((_, count), r) in enumerate(zip(plan.blocks, plan.radii)):
-            vals = blocks[:, b]
-            order = np.argsort(vals, kind="stable").astype(np.int64)
-            start = np.zeros((1 << count) + 1, np.int64)
-            np.cumsum(np.bincount(vals, minlength=1 << count), out=start[1:])
-            masks = _masks(count, r)
-            jobs += [(_mih_kernel, words, blocks, radii, b, order, start, masks, lo, hi, radius)
-                     for lo, hi in _spans(n, 16 * threads, False)]
+    parts = partition(plan, n, 64 * threads if plan.route == "brute" else 16 * threads)
+    search = _Search(words, plan, radius)
     results = []
     with ThreadPoolExecutor(threads) as pool:
-        futures: list[Future[tuple[NDArray[np.int64], ...]]] = [
-            pool.submit(job[0], *job[1:]) for job in jobs]  # type: ignore[arg-type]
+        futures: list[Future[tuple[NDArray[np.int64], ...]]] = [pool.submit(search.run, p) for p in parts]
         for k, fut in enumerate(futures):
             results.append(fut.result())
             report(on_progress, "search", k + 1, len(futures), f"{plan.route} search, radius {radius}")
-    if not results:
-        return Pairs(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int16))
-    i = np.concatenate([r[0] for r in results])
-    j = np.concatenate([r[1] for r in results])
-    d = np.concatenate([r[2] for r in results]).astype(np.int16)
-    order = np.lexsort((j, i))
-    return Pairs(i[order], j[order], d[order])
+    return merge(results)
 
 
 def brute_force_pairs(codes: Codes, radius: int) -> Pairs:

@@ -1,0 +1,148 @@
+"""The Ray path equals the single-machine path: hashes, pairs, groups and kept set, from an image
+folder, Parquet and WebDataset; a worker killed mid-job changes nothing; a missing cluster is one line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.datasets import load_image_folder
+from core.duplicates import DEFAULT_RADIUS, build_index, dedup_selection, groups_at
+from core.hashing import HashConfig, dataset_hashes, to_hex
+
+ray = pytest.importorskip("ray", reason="Ray is not installed")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def local_ray():  # type: ignore[no-untyped-def]
+    from core.scale import ScaleError, connect
+
+    try:
+        connect(None, num_cpus=2)
+    except ScaleError as exc:
+        pytest.skip(f"Ray cannot start here: {exc}")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def sources(planted_folder, tmp_path_factory):  # type: ignore[no-untyped-def]
+    """The planted folder, and a Parquet and a WebDataset copy of it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root, _ = planted_folder
+    files = sorted(p for p in root.rglob("*.png"))
+    rels = [p.relative_to(root).as_posix() for p in files]
+    base = tmp_path_factory.mktemp("copies")
+    pq.write_table(pa.table({"id": rels, "image": [p.read_bytes() for p in files],
+                             "label": [r.split("/")[1] for r in rels], "split": [r.split("/")[0] for r in rels]}),
+                   base / "data.parquet")
+    (base / "wds").mkdir()
+    for split in ("train", "test"):
+        with tarfile.open(base / "wds" / f"{split}-000.tar", "w") as tf:
+            for p, r in zip(files, rels):
+                if r.startswith(split):
+                    key = r.rsplit(".", 1)[0]
+                    tf.add(p, arcname=f"{key}.png")
+                    cls = base / "cls.txt"
+                    cls.write_text(r.split("/")[1])
+                    tf.add(cls, arcname=f"{key}.cls")
+    return root, base / "data.parquet", base / "wds"
+
+
+def single_machine(root: Path):  # type: ignore[no-untyped-def]
+    ds = load_image_folder(root)
+    index = build_index(ds, HashConfig("phash", 8))
+    return ds, index
+
+
+def id_pairs(ids: list[str], i: np.ndarray, j: np.ndarray) -> set[tuple[str, str]]:
+    return {tuple(sorted((ids[a], ids[b]))) for a, b in zip(i.tolist(), j.tolist())}  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("kind", ["imagefolder", "parquet", "webdataset"])
+def test_ray_path_equals_single_machine(local_ray, sources, kind, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from core.duplicates import DuplicateIndex, pair_scopes
+    from core.scale import find_pairs_ray, hash_source
+
+    root, parquet, wds = sources
+    ds, index = single_machine(root)
+    spec = {"imagefolder": f"imagefolder:{root}", "parquet": f"parquet:{parquet}", "webdataset": f"webdataset:{wds}"}
+    hashed = hash_source(spec[kind], tmp_path / "out", HashConfig("phash", 8), shard_size=20)
+    strip = (lambda s: s.rsplit(".", 1)[0]) if kind == "webdataset" else (lambda s: s)
+    ours = {strip(str(i)): h for i, h in zip(ds.ids, to_hex(dataset_hashes(ds, HashConfig("phash", 8))))}
+    theirs = dict(zip(hashed.ids, to_hex(hashed.codes)))
+    assert theirs == ours  # bit-identical hashes for every image
+    pairs = find_pairs_ray(hashed.codes, index.max_radius, pieces=4)
+    ids = [strip(str(i)) for i in ds.ids]
+    assert id_pairs(hashed.ids, pairs.i, pairs.j) == id_pairs(ids, index.pairs.i, index.pairs.j)
+    ray_index = DuplicateIndex(index.config, hashed.codes, pairs, pair_scopes(pairs, hashed.labels, hashed.split),
+                               index.max_radius)
+    for scope in ("within-class", "cross-class", "train-test"):
+        a, b = groups_at(index, DEFAULT_RADIUS, scope), groups_at(ray_index, DEFAULT_RADIUS, scope)
+        assert sorted(sorted(ids[m] for m in a.group(g)) for g in range(len(a))) == sorted(
+            sorted(hashed.ids[m] for m in b.group(g)) for g in range(len(b)))
+    kept_single = {ids[k] for k in dedup_selection(index, DEFAULT_RADIUS, ds.split, ds.sizes).kept}
+    kept_ray = {hashed.ids[k] for k in dedup_selection(ray_index, DEFAULT_RADIUS, hashed.split, hashed.sizes).kept}
+    assert kept_ray == kept_single
+
+
+def test_distributed_search_on_many_hashes(local_ray) -> None:  # type: ignore[no-untyped-def]
+    from core.neighbors import find_pairs
+    from core.scale import find_pairs_ray
+    from core.synthetic import planted_codes
+
+    codes, _ = planted_codes(60_000, 600, 4, seed=3)
+    a, b = find_pairs(codes, 4), find_pairs_ray(codes, 4, pieces=6)
+    assert np.array_equal(a.i, b.i) and np.array_equal(a.j, b.j) and np.array_equal(a.d, b.d)
+
+
+def test_dendrograms_on_ray_equal_single_machine(local_ray) -> None:  # type: ignore[no-untyped-def]
+    from core.scale import dendrograms_ray
+    from core.semantic import build_dendrograms, cut
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    labels = np.arange(300) % 3
+    pool = np.arange(300) < 250
+    a, b = build_dendrograms(x, labels, pool), dendrograms_ray(x, labels, pool)
+    assert np.array_equal(cut(a, 0.4), cut(b, 0.4))
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "core", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, **(env or {})})
+
+
+def test_worker_killed_mid_job_then_same_result(sources, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    root, _, _ = sources
+    out = tmp_path / "out"
+    killed = _cli("scale", "duplicates", "--source", f"imagefolder:{root}", "--out", str(out), "--workers", "2",
+                  env={"REDEX_TEST_KILL_SHARD": "0"})
+    assert killed.returncode == 0, killed.stderr[-3000:]
+    assert (out / "killed-0").exists(), "the worker for shard 0 was meant to die once"
+    assert not list(out.rglob("*.tmp-*")), "no partial shard is left behind"
+    single = _cli("duplicates", "--dataset", f"imagefolder:{root}")
+    line = [x for x in single.stdout.splitlines() if x.startswith("train/test leakage")][0]
+    assert line in killed.stdout
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(out / "duplicates.parquet").to_pydict()
+    assert len(table["id"]) == len(set(table["id"])) == 75  # every image once: no shard read twice
+
+
+def test_unreachable_cluster_is_one_line_and_writes_nothing(tmp_path: Path, planted_folder) -> None:  # type: ignore[no-untyped-def]
+    root, _ = planted_folder
+    out = tmp_path / "out"
+    res = _cli("scale", "hash", "--source", f"imagefolder:{root}", "--out", str(out), "--address", "127.0.0.1:1")
+    assert res.returncode == 2 and res.stderr.startswith("error: cannot reach a Ray cluster"), res.stderr[-2000:]
+    assert "Traceback" not in res.stderr and not out.exists()
