@@ -266,6 +266,46 @@ def app_latency() -> list[dict[str, Any]]:
     return rows
 
 
+@section
+def scale() -> list[dict[str, Any]]:
+    """Ray: hashing CIFAR-10 from the JPEGs with 1 and 2 workers against the single-machine decode + hash,
+    and the exact search at radius 4 on 5,000,000 synthetic hashes with 1% planted near-duplicates."""
+    import shutil
+    import tempfile
+
+    import ray
+
+    from core import cache
+    from core.datasets import load_image_folder
+    from core.hashing import HashConfig, hash_images
+    from core.scale import connect, find_pairs_ray, hash_source
+    from core.synthetic import planted_codes
+
+    rows = []
+    if SPEC != "digits":
+        tmp = Path(tempfile.mkdtemp())
+        os.environ[cache.ENV_VAR] = str(tmp / "cache")
+        single_s, _ = timed(lambda: hash_images(np.asarray(load_image_folder(CIFAR).images), HashConfig()))
+        for workers in (1, 2):
+            connect(None, num_cpus=workers)
+            out = tmp / f"ray{workers}"
+            t, hashed = timed(lambda out=out: hash_source(SPEC, out, HashConfig()))
+            ray.shutdown()
+            rows.append(row(f"Ray hashing from JPEG, {len(hashed.ids):,} images, {workers} worker(s)",
+                            "single machine: decode (all cores) + hash", single_s, t,
+                            notes=f"{len(hashed.ids) / t:,.0f} images/s; ratio < 1 is Ray's overhead"))
+        shutil.rmtree(tmp, ignore_errors=True)
+    connect(None)
+    codes, planted = planted_codes(5_000_000, 50_000, 4, seed=0)
+    t, pairs = timed(lambda: find_pairs_ray(codes, 4, pieces=8))
+    found = set(zip(pairs.i.tolist(), pairs.j.tolist()))
+    hit = sum((min(a, b), max(a, b)) in found for a, b in planted.tolist())
+    ray.shutdown()
+    rows.append(row("Ray exact search radius 4, 5,000,000 hashes", "–", None, t,
+                    notes=f"{len(pairs):,} pairs; planted found {hit:,} of {len(planted):,}"))
+    return rows
+
+
 def _child(name: str) -> None:
     rows = SECTIONS[name]()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

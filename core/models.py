@@ -14,6 +14,19 @@ def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
+class EmbeddingNet(nn.Module):
+    """`body` ends in global average pooling (the embedding); `head` is the linear classifier."""
+
+    body: nn.Module
+    head: nn.Module
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)  # type: ignore[no-any-return]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))  # type: ignore[no-any-return]
+
+
 class BasicBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()
@@ -26,7 +39,7 @@ class BasicBlock(nn.Module):
         return torch.relu(self.conv2(self.conv1(x)) + self.short(x))
 
 
-class ResNetCifar(nn.Module):
+class ResNetCifar(EmbeddingNet):
     """He et al.'s CIFAR ResNet (6n+2 layers; n=3 is ResNet-20), 64-d penultimate layer."""
 
     def __init__(self, in_channels: int, n_classes: int, n: int = 3, width: int = 16) -> None:
@@ -41,14 +54,9 @@ class ResNetCifar(nn.Module):
         self.head = nn.Linear(cin, n_classes)
         self.dim = cin
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)  # type: ignore[no-any-return]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))  # type: ignore[no-any-return]
 
 
-class SmallCNN(nn.Module):
+class SmallCNN(EmbeddingNet):
     """Four 3x3 conv layers, pooling after each of the first three while the map is at least 4x4.
 
     Pooling early keeps a CIFAR epoch near half a minute on two CPU cores.
@@ -68,11 +76,6 @@ class SmallCNN(nn.Module):
         self.head = nn.Linear(cin, n_classes)
         self.dim = cin
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)  # type: ignore[no-any-return]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))  # type: ignore[no-any-return]
 
 
 ARCHS = ("auto", "resnet20", "cnn")

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import plotly.express as px
 import streamlit as st
 
 from core.datasets import SPLIT_NAMES, Dataset
 from core.duplicates import KEEP_POLICIES, DuplicateIndex, Groups, groups_at, hash_selection, leaked_test_images
 from core.hashing import HASH_SIZES, METHODS
 from ui import data
-from ui.common import class_color, open_dataset
+from ui.common import open_dataset, per_class_chart
 from ui.images import KEPT, REDUNDANT, compose
 from ui.state import ensure_state
 
@@ -68,14 +67,7 @@ def results(ds: Dataset, index: DuplicateIndex) -> None:
     m[1].metric("Images removed", f"{len(sel.removed):,}")
     m[2].metric("Dedup ratio", f"{100 * (1 - sel.kept_fraction):.2f}%")
     m[3].metric("Leaked test images", f"{len(leaked):,}")
-    per = sel.per_class(ds.labels, len(ds.classes))
-    total = np.maximum(per["kept"] + per["removed"], 1)
-    frame = pd.DataFrame({"class": list(ds.classes), "removed %": 100 * per["removed"] / total,
-                          "removed": per["removed"]})
-    fig = px.bar(frame, x="class", y="removed %", color="class", hover_data=["removed"],
-                 color_discrete_sequence=[class_color(k) for k in range(len(ds.classes))])
-    fig.update_layout(showlegend=False, height=260, margin=dict(l=10, r=10, t=10, b=10), xaxis_type="category")
-    st.plotly_chart(fig, key="dup_per_class")
+    per_class_chart(ds, sel, "dup_per_class")
     tabs = st.tabs([f"Within class ({len(within):,})", f"Label conflicts ({len(conflicts):,})",
                     f"Train/test leakage ({len(leaked):,})"])
     for tab, groups, key in ((tabs[0], within, "within"), (tabs[1], conflicts, "conflict")):

@@ -4,15 +4,13 @@ and the paper's figure made live: each kept representative beside the images it 
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
-import plotly.express as px
 import streamlit as st
 
 from core.datasets import Dataset
 from core.embedding import MODELS
 from core.selection import Selection
 from core.semantic import POLICIES
-from ui.common import class_color, current_semantic_selection, open_dataset
+from ui.common import current_semantic_selection, open_dataset, per_class_chart
 from ui.images import KEPT, REDUNDANT, compose
 from ui.state import ensure_state
 
@@ -78,14 +76,7 @@ def results(ds: Dataset) -> None:
         st.caption(f"Embedding: penultimate layer of a {emb.info.get('arch')} classifier trained "
                    f"{emb.info.get('epochs')} epochs on this dataset (test accuracy "
                    f"{100 * float(emb.info.get('test_accuracy', float('nan'))):.1f}%).")
-    per = sel.per_class(ds.labels, len(ds.classes))
-    total = np.maximum(per["kept"] + per["removed"], 1)
-    frame = pd.DataFrame({"class": list(ds.classes), "removed %": 100 * per["removed"] / total,
-                          "removed": per["removed"]})
-    fig = px.bar(frame, x="class", y="removed %", color="class", hover_data=["removed"],
-                 color_discrete_sequence=[class_color(k) for k in range(len(ds.classes))])
-    fig.update_layout(showlegend=False, height=260, margin=dict(l=10, r=10, t=10, b=10), xaxis_type="category")
-    st.plotly_chart(fig, key="sem_per_class")
+    per_class_chart(ds, sel, "sem_per_class")
     c1, c2 = st.columns([3, 1])
     cls = c1.selectbox("Class", range(len(ds.classes)), format_func=lambda k: ds.classes[k], key="sem_class")
     n_clusters = len(np.unique(sel.group[sel.pool & (ds.labels == cls) & (sel.group >= 0)]))

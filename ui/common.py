@@ -27,6 +27,22 @@ def text(s: Any) -> str:
     return html.escape(str(s))
 
 
+def per_class_chart(ds: Dataset, sel: Selection, key: str) -> None:
+    """Bar chart of the share of each class a selection removes, in the class palette."""
+    import numpy as np
+    import pandas as pd
+    import plotly.express as px
+
+    per = sel.per_class(ds.labels, len(ds.classes))
+    total = np.maximum(per["kept"] + per["removed"], 1)
+    frame = pd.DataFrame({"class": [text(c) for c in ds.classes], "removed %": 100 * per["removed"] / total,
+                          "removed": per["removed"]})
+    fig = px.bar(frame, x="class", y="removed %", color="class", hover_data=["removed"],
+                 color_discrete_sequence=[class_color(k) for k in range(len(ds.classes))])
+    fig.update_layout(showlegend=False, height=260, margin=dict(l=10, r=10, t=10, b=10), xaxis_type="category")
+    st.plotly_chart(fig, key=key)
+
+
 def open_dataset() -> Dataset:
     """The current dataset (call ensure_state() first); on failure an error box with what to do, and stop."""
     try:
