@@ -2,17 +2,18 @@
 
 imagehash converts each image to gray and resizes it with Pillow's LANCZOS filter, then
 thresholds a small array. Calling it per image costs two Pillow calls and Python overhead for
-every image. Here a batch is stacked into one tall image: Pillow's resize is separable and runs
-its horizontal pass first, row by row, so resizing the tall image's width is exactly every
-image's horizontal pass; laying the results side by side and resizing the height is exactly
-every vertical pass. Two Pillow calls then serve thousands of images with the same fixed-point
-arithmetic, and the thresholds are vectorised numpy. Hash references: hackerfactor's "Looks
+every image. Here the gray conversion is one Pillow call on the batch stacked into a tall image
+(a per-pixel operation), and the resize reproduces Pillow's integer arithmetic as two exact
+float64 matrix products over the whole batch, in the pass order Pillow uses (checked against
+Pillow on probe images once per shape pair, with Pillow's own passes on stacked images as the
+fallback). The thresholds are vectorised numpy. Hash references: hackerfactor's "Looks
 Like It" (aHash, pHash) and "Kind of Like That" (dHash); wHash from imagehash.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -62,46 +63,109 @@ def to_gray(images: Images) -> NDArray[np.uint8]:
     return np.asarray(tall.convert("L")).reshape(n, h, w)
 
 
-def _horizontal(gray: NDArray[np.uint8], width: int) -> NDArray[np.uint8]:
+PRECISION_BITS = 22  # Pillow's fixed-point precision for 8-bit resampling
+
+
+def _lanczos(x: float) -> float:
+    """Pillow's LANCZOS filter (truncated sinc, support 3), with the same float operations."""
+
+    def sinc(v: float) -> float:
+        if v == 0.0:
+            return 1.0
+        v = v * math.pi
+        return math.sin(v) / v
+
+    return sinc(x) * sinc(x / 3) if -3.0 <= x < 3.0 else 0.0
+
+
+@lru_cache(maxsize=256)
+def _coefficients(in_size: int, out_size: int) -> NDArray[np.float64]:
+    """Pillow's integer resampling coefficients as an (out, in) matrix (precompute_coeffs + 8-bit rounding)."""
+    scale = in_size / out_size
+    filterscale = max(scale, 1.0)
+    support = 3.0 * filterscale
+    k = np.zeros((out_size, in_size), np.float64)
+    for xx in range(out_size):
+        center = (xx + 0.5) * scale
+        xmin = max(int(center - support + 0.5), 0)
+        count = min(int(center + support + 0.5), in_size) - xmin
+        w = [_lanczos((x + xmin - center + 0.5) / filterscale) for x in range(count)]
+        total = 0.0
+        for v in w:
+            total += v
+        for x, v in enumerate(w):
+            v = v / total if total != 0.0 else v
+            k[xx, xmin + x] = int(v * (1 << PRECISION_BITS) + (0.5 if v >= 0 else -0.5))
+    return k
+
+
+def _resample_last(a: NDArray[np.uint8], k: NDArray[np.float64]) -> NDArray[np.uint8]:
+    """One pass along the last axis. The integer sums stay below 2**53, so float64 BLAS is exact."""
+    acc = a.astype(np.float64) @ k.T
+    out: NDArray[np.uint8] = np.clip(np.floor((acc + (1 << (PRECISION_BITS - 1))) / (1 << PRECISION_BITS)),
+                                     0, 255).astype(np.uint8)
+    return out
+
+
+def _horizontal(gray: NDArray[np.uint8], width: int, exact_matmul: bool) -> NDArray[np.uint8]:
     n, h, w = gray.shape
     if width == w:
         return gray
+    if exact_matmul:
+        return _resample_last(gray, _coefficients(w, width))
     tall = Image.fromarray(np.ascontiguousarray(gray).reshape(n * h, w), "L")
     return np.asarray(tall.resize((width, n * h), Image.Resampling.LANCZOS)).reshape(n, h, width)
 
 
-def _vertical(gray: NDArray[np.uint8], height: int) -> NDArray[np.uint8]:
+def _vertical(gray: NDArray[np.uint8], height: int, exact_matmul: bool) -> NDArray[np.uint8]:
     n, h, w = gray.shape
     if height == h:
         return gray
+    if exact_matmul:
+        columns = np.ascontiguousarray(gray.transpose(0, 2, 1))
+        return _resample_last(columns, _coefficients(h, height)).transpose(0, 2, 1)
     wide = Image.fromarray(np.ascontiguousarray(gray.transpose(1, 0, 2)).reshape(h, n * w), "L")
     res = np.asarray(wide.resize((n * w, height), Image.Resampling.LANCZOS))
     return res.reshape(height, n, w).transpose(1, 0, 2)
 
 
-@lru_cache(maxsize=256)
-def _horizontal_first(h: int, w: int, height: int, width: int) -> bool:
-    """Which pass Pillow runs first for this shape pair, read off a random probe image.
+def _two_pass(gray: NDArray[np.uint8], height: int, width: int, horizontal_first: bool,
+              exact_matmul: bool) -> NDArray[np.uint8]:
+    if horizontal_first:
+        return _vertical(_horizontal(gray, width, exact_matmul), height, exact_matmul)
+    return _horizontal(_vertical(gray, height, exact_matmul), width, exact_matmul)
 
-    Pillow chooses the order itself (it depends on the shapes, and may change between
-    versions); asking it once per shape pair keeps the batch path bit-exact.
+
+@lru_cache(maxsize=256)
+def _route(h: int, w: int, height: int, width: int) -> tuple[bool, bool]:
+    """(horizontal first?, matrix route?) for this shape pair, read off random probe images.
+
+    Pillow chooses the pass order itself, and its coefficients are reproduced here; both are
+    checked against Pillow once per shape pair. Should the matrix route ever disagree (another
+    Pillow version), the batch falls back to Pillow's own passes on stacked images.
     """
-    probe = np.random.default_rng(h * 131 + w).integers(0, 256, (2, h, w), dtype=np.uint8)
+    probe = np.random.default_rng(h * 131 + w).integers(0, 256, (3, h, w), dtype=np.uint8)
     ref = np.stack([np.asarray(Image.fromarray(p, "L").resize((width, height), Image.Resampling.LANCZOS))
                     for p in probe])
-    return bool(np.array_equal(_vertical(_horizontal(probe, width), height), ref))
+    for exact_matmul in (True, False):
+        for horizontal_first in (True, False):
+            if np.array_equal(_two_pass(probe, height, width, horizontal_first, exact_matmul), ref):
+                return horizontal_first, exact_matmul
+    raise RuntimeError(f"cannot reproduce Pillow's LANCZOS resize from {h}x{w} to {height}x{width}")
 
 
 def resize_gray(gray: NDArray[np.uint8], height: int, width: int) -> NDArray[np.uint8]:
     """Resize every (H, W) gray image to (height, width) exactly as Pillow's LANCZOS would.
 
-    One pass on the images stacked vertically, the other on them side by side, in the
-    order Pillow itself uses for this shape pair.
+    Pillow's 8-bit resampling is integer arithmetic (22-bit fixed-point coefficients), two
+    separable passes in an order Pillow picks. The same coefficients as a matrix make each pass
+    one exact float64 matrix product for the whole batch.
     """
     _, h, w = gray.shape
-    if h != height and w != width and not _horizontal_first(h, w, height, width):
-        return np.ascontiguousarray(_horizontal(_vertical(gray, height), width))
-    return np.ascontiguousarray(_vertical(_horizontal(gray, width), height))
+    if (h, w) == (height, width):
+        return np.ascontiguousarray(gray)
+    horizontal_first, exact_matmul = _route(h, w, height, width)
+    return np.ascontiguousarray(_two_pass(gray, height, width, horizontal_first, exact_matmul))
 
 
 def _ahash(gray: NDArray[np.uint8], hs: int) -> NDArray[np.bool_]:

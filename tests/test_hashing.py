@@ -63,3 +63,18 @@ def test_bad_config_is_refused() -> None:
         HashConfig("md5", 8)
     with pytest.raises(ValueError, match="hash size"):
         HashConfig("phash", 12)
+
+
+def test_matrix_route_is_used_and_exact_for_common_shapes() -> None:
+    """The fast route (Pillow's coefficients as matrices) must be the one taken for the usual
+    shapes, and equal Pillow on many images, not only the probe."""
+    from PIL import Image
+
+    from core.hashing import _route
+
+    rng = np.random.default_rng(5)
+    for h, w, oh, ow in [(32, 32, 8, 8), (32, 32, 8, 9), (32, 32, 16, 16), (8, 8, 8, 9), (28, 20, 16, 16)]:
+        assert _route(h, w, oh, ow)[1], "the matrix route should reproduce Pillow here"
+        gray = rng.integers(0, 256, (300, h, w), dtype=np.uint8)
+        ref = np.stack([np.asarray(Image.fromarray(g).resize((ow, oh), Image.Resampling.LANCZOS)) for g in gray])
+        assert np.array_equal(resize_gray(gray, oh, ow), ref), (h, w, oh, ow)
