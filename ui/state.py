@@ -13,7 +13,7 @@ from typing import Any
 import streamlit as st
 
 DEFAULTS: dict[str, Any] = {
-    "dataset": "digits",  # a spec string for core.datasets.load_dataset
+    "dataset": os.environ.get("REDEX_DATASET", "digits"),  # a spec string for core.datasets.load_dataset
     "hash_method": "phash",
     "hash_size": 8,
     "radius": 4,

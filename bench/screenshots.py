@@ -1,0 +1,69 @@
+"""Screenshots of the app's pages for docs/screenshots/: `python -m bench.screenshots [DATASET]`.
+
+Starts `streamlit run` on a free port with REDEX_DATASET set, drives Debian's chromium through
+Playwright, and saves one full-height PNG per page.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> int:
+    from playwright.sync_api import sync_playwright
+
+    dataset = sys.argv[1] if len(sys.argv) > 1 else "digits"
+    pages = sys.argv[2:] or ["", "map", "near_duplicates", "semantic", "experiments", "export"]
+    out = ROOT / "docs" / "screenshots"
+    out.mkdir(parents=True, exist_ok=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)], cwd=ROOT,
+                            env={**os.environ, "REDEX_DATASET": dataset}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=shutil.which("chromium"), headless=True, args=[
+                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage"])
+            # A fresh server routes a first deep link by the pages/ folder before app.py has run once
+            # (and has declared st.navigation); opening "/" first, as a user does, avoids that.
+            warm = browser.new_page()
+            warm.goto(url)
+            warm.wait_for_selector("[data-testid='stSidebarNav']", timeout=600_000)
+            warm.close()
+            for name in pages:
+                page = browser.new_page(viewport={"width": 1400, "height": 2200})
+                page.goto(f"{url}/{name}")
+                page.wait_for_function(
+                    "() => { const a = document.querySelector(\"[data-testid='stApp']\");"
+                    " return a && a.getAttribute('data-test-script-state') === 'notRunning'"
+                    " && document.querySelectorAll('h1').length > 0; }", timeout=600_000)
+                page.wait_for_timeout(2500)
+                tag = Path(dataset.partition(":")[2] or dataset).name.replace("-jpg", "")
+                page.screenshot(path=str(out / f"{tag}-{name or 'home'}.png"), full_page=True)
+                page.close()
+            browser.close()
+    finally:
+        proc.terminate()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
