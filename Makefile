@@ -40,7 +40,7 @@ test-all: $(STAMP) browser-deps  ## also the slow tests (CIFAR-10 end to end, ki
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 load: $(STAMP)  ## the load test: 1M-hash search and 5 concurrent app sessions
-	$(BIN)/python -m pytest -q -m load tests/test_load.py
+	$(BIN)/python -m pytest -q -s -m load tests/test_load.py
 
 BENCH := .venv-bench
 $(BENCH)/.installed: $(STAMP) bench/requirements.txt
