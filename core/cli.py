@@ -43,12 +43,12 @@ class TqdmProgress:
             del self._bars[p.phase]
 
 
-def _timed(label: str, fn: Callable[[], Any]) -> Any:
-    """Run one step, printing its time and whether it came from the cache."""
+def _timed(label: str, fn: Callable[[], Any], disk_cached: bool = True) -> Any:
+    """Run one step, printing its time and (for disk-cached steps) whether it came from the cache."""
     t0, misses = time.perf_counter(), cache.stats.misses
     out = fn()
-    status = "computed" if cache.stats.misses > misses else "from cache"
-    print(f"{label}: {time.perf_counter() - t0:.2f} s ({status})")
+    status = (" (computed)" if cache.stats.misses > misses else " (from cache)") if disk_cached else ""
+    print(f"{label}: {time.perf_counter() - t0:.2f} s{status}")
     return out
 
 
@@ -263,7 +263,7 @@ def cmd_scale(args: argparse.Namespace, progress: ProgressFn) -> int:
     out = Path(args.out)
     cfg = HashConfig(args.method, args.hash_size)
     hashed = _timed("hash on Ray", lambda: hash_source(args.source, out, cfg, address=args.address,
-                                                        num_cpus=args.workers, on_progress=progress))
+                                                        num_cpus=args.workers, on_progress=progress), disk_cached=False)
     n_test = int((hashed.split == 1).sum())
     print(f"source {args.source}: {len(hashed.ids):,} images, {len(hashed.classes)} classes, train "
           f"{len(hashed.ids) - n_test:,}, test {n_test:,}, skipped {len(hashed.skipped)}")
@@ -272,7 +272,7 @@ def cmd_scale(args: argparse.Namespace, progress: ProgressFn) -> int:
     if args.step == "semantic":
         return _scale_semantic(args, hashed, out, progress)
     pairs = _timed("search on Ray", lambda: find_pairs_ray(hashed.codes, args.threshold, address=args.address,
-                                                           num_cpus=args.workers))
+                                                           num_cpus=args.workers), disk_cached=False)
     index = DuplicateIndex(cfg, hashed.codes, pairs, pair_scopes(pairs, hashed.labels, hashed.split), args.threshold)
     for scope in SCOPES:
         groups = groups_at(index, args.threshold, scope, "first", hashed.sizes)
@@ -302,7 +302,8 @@ def _scale_semantic(args: argparse.Namespace, hashed: Any, out: Any, progress: P
         raise ScaleError("the folder changed between the hash and the embedding steps: run again")
     emb = _timed("embed", lambda: embed(ds, _embed_cfg(args), on_progress=progress))
     dendro = _timed("dendrograms on Ray", lambda: dendrograms_ray(emb.vectors, ds.labels, ds.split == 0,
-                                                                  address=args.address, num_cpus=args.workers))
+                                                                  address=args.address, num_cpus=args.workers),
+                    disk_cached=False)
     sel = semantic_selection(dendro, emb.vectors, keep_fraction=args.keep)
     reasons = ["kept" if k else f"redundant to {ds.ids[r]} at cosine {d:.4f}"
                for k, r, d in zip(sel.keep | ~sel.pool, sel.representative, np.nan_to_num(sel.distance))]
