@@ -288,23 +288,25 @@ def cmd_scale(args: argparse.Namespace, progress: ProgressFn) -> int:
 
 
 def _scale_semantic(args: argparse.Namespace, hashed: Any, out: Any, progress: ProgressFn) -> int:
-    """Per-class clustering as Ray tasks, on the embeddings of the single-machine path."""
+    """Embeddings on Ray actors (the network trained by the single-machine path), per-class clustering as Ray tasks."""
     from core.datasets import load_image_folder
-    from core.embedding import embed
-    from core.scale import ScaleError, dendrograms_ray, write_results
+    from core.embedding import trained_classifier
+    from core.scale import ScaleError, dendrograms_ray, embed_source, write_results
     from core.semantic import semantic_selection
 
     kind, _, path = args.source.partition(":")
     if kind != "imagefolder":
-        raise ScaleError("scale semantic reads embeddings of an image folder (imagefolder:PATH) for now")
+        raise ScaleError("scale semantic trains its network on an image folder (imagefolder:PATH) for now")
     ds = load_image_folder(path, on_progress=progress)
     if [str(i) for i in ds.ids] != list(hashed.ids):
         raise ScaleError("the folder changed between the hash and the embedding steps: run again")
-    emb = _timed("embed", lambda: embed(ds, _embed_cfg(args), on_progress=progress))
-    dendro = _timed("dendrograms on Ray", lambda: dendrograms_ray(emb.vectors, ds.labels, ds.split == 0,
+    classifier = _timed("embedding network", lambda: trained_classifier(ds, _embed_cfg(args), progress))
+    vectors = _timed("embed on Ray", lambda: embed_source(args.source, out, classifier, address=args.address,
+                                                          num_cpus=args.workers), disk_cached=False)
+    dendro = _timed("dendrograms on Ray", lambda: dendrograms_ray(vectors, ds.labels, ds.split == 0,
                                                                   address=args.address, num_cpus=args.workers),
                     disk_cached=False)
-    sel = semantic_selection(dendro, emb.vectors, keep_fraction=args.keep)
+    sel = semantic_selection(dendro, vectors, keep_fraction=args.keep)
     reasons = ["kept" if k else f"redundant to {ds.ids[r]} at cosine {d:.4f}"
                for k, r, d in zip(sel.keep | ~sel.pool, sel.representative, np.nan_to_num(sel.distance))]
     path_out = write_results(out, hashed, sel.group, sel.keep | ~sel.pool, reasons, name="semantic")

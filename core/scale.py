@@ -342,6 +342,77 @@ def dendrograms_ray(vectors: NDArray[np.float32], labels: NDArray[np.int64], poo
     return Dendrograms(tuple(pieces), len(labels), routes)
 
 
+class ShardEmbedder:
+    """A Ray Data actor: builds the trained network once, then embeds whole shards.
+
+    One actor per worker (per GPU when there are GPUs); each shard's vectors are written to
+    out/embeddings/shard-NNNNN.npy under a temporary name and renamed, so a rerun skips them.
+    """
+
+    def __init__(self, state: dict[str, Any], arch: str, classes: int, size: tuple[int, int], out: str) -> None:
+        import torch
+
+        from core.device import pick_device
+        from core.models import build_model
+        from core.training import arrays_to_state
+
+        self.device = pick_device()
+        self.model = arrays_to_state(build_model(arch, 3, classes, min(size)), state["weights"]).to(self.device)
+        self.model = self.model.to(memory_format=torch.channels_last)
+        self.mean = torch.from_numpy(state["mean"]).to(self.device)
+        self.std = torch.from_numpy(state["std"]).to(self.device)
+        self.size, self.out = size, Path(out)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        from core.training import predict_features, to_tensor
+
+        done = []
+        for text in batch["shard"]:
+            d = json.loads(text)
+            shard = Shard(**{**d, "items": tuple(map(tuple, d["items"]))})
+            path = self.out / "embeddings" / f"shard-{shard.index:05d}.npy"
+            if not path.exists():
+                _, images, _, _ = decode_shard(shard, self.size)
+                feats = predict_features(self.model, to_tensor(images, self.device), self.mean, self.std)
+                vecs = feats.cpu().numpy().astype(np.float32)
+                vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}.npy")
+                np.save(tmp, vecs)
+                os.replace(tmp, path)
+            done.append(shard.index)
+        return {"shard": np.array(done)}
+
+
+def embed_source(spec: str, out: str | Path, classifier: Any, *, address: str | None = None,
+                 num_cpus: int | None = None, shard_size: int = SHARD_SIZE, actors: int = 2) -> NDArray[np.float32]:
+    """Embed every image of `spec` with a trained classifier on Ray actors; (N, D) in source order.
+
+    `classifier` is (model, info) from core.embedding.trained_classifier: the same network as the
+    single-machine embedding, so the vectors agree up to float rounding.
+    """
+    from core.training import state_to_arrays
+
+    connect(address, num_cpus)
+    import ray
+    import ray.data
+
+    _, shards, _ = list_shards(spec, shard_size)
+    size = first_size(shards)
+    model, info = classifier
+    state = {"weights": state_to_arrays(model), "mean": info["mean"], "std": info["std"]}
+    out = Path(out)
+    items = [{"shard": json.dumps(asdict(s))} for s in shards]
+    n_classes = int(model.head.out_features)
+    gpus = 1 if ray.cluster_resources().get("GPU", 0) else 0
+    ds = ray.data.from_items(items).map_batches(
+        ShardEmbedder, fn_constructor_args=(state, info["arch"], n_classes, size, str(out)), batch_size=1,
+        concurrency=actors, num_gpus=gpus)
+    for _ in ds.iter_rows():
+        pass
+    return np.concatenate([np.load(out / "embeddings" / f"shard-{s.index:05d}.npy") for s in shards])
+
+
 def write_results(out: Path, hashed: Hashed, group: NDArray[np.int64], keep: NDArray[np.bool_],
                   reasons: list[str], name: str = "duplicates") -> Path:
     """One Parquet file of (id, class, split, hash, group, kept, reason), written atomically."""

@@ -146,3 +146,16 @@ def test_unreachable_cluster_is_one_line_and_writes_nothing(tmp_path: Path, plan
     res = _cli("scale", "hash", "--source", f"imagefolder:{root}", "--out", str(out), "--address", "127.0.0.1:1")
     assert res.returncode == 2 and res.stderr.startswith("error: cannot reach a Ray cluster"), res.stderr[-2000:]
     assert "Traceback" not in res.stderr and not out.exists()
+
+
+def test_embedding_on_ray_actors_equals_single_machine(local_ray, sources, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from core.embedding import EmbedConfig, embed, trained_classifier
+    from core.scale import embed_source
+
+    root, _, _ = sources
+    ds = load_image_folder(root)
+    cfg = EmbedConfig(epochs=2)
+    vectors = embed_source(f"imagefolder:{root}", tmp_path / "out", trained_classifier(ds, cfg), shard_size=20)
+    single = embed(ds, cfg).vectors
+    assert vectors.shape == single.shape
+    np.testing.assert_allclose(vectors, single, atol=1e-4)
