@@ -114,11 +114,17 @@ class Subsets:
 
         if self._index is None:
             self._index = build_index(self.ds, HashConfig(self.cfg.hash_method, self.cfg.hash_size), self.on_progress)
-        for radius in range(self._index.max_radius + 1):
-            sel = hash_selection(self.ds, self._index, radius)
+        # Removals only grow with the radius (edges are only added), so the kept fraction is
+        # monotone: binary search for the smallest radius that gets down to `fraction`.
+        lo, hi, found = 0, self._index.max_radius, None
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            sel = hash_selection(self.ds, self._index, mid)
             if sel.kept_fraction <= fraction + 1e-9:
-                return sel
-        return None
+                found, hi = sel, mid - 1
+            else:
+                lo = mid + 1
+        return found
 
     def get(self, arm: Arm) -> Selection | None:
         pool = self.ds.split == TRAIN

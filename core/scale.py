@@ -320,7 +320,7 @@ def find_pairs_ray(codes: NDArray[np.uint8], radius: int, *, address: str | None
 def dendrograms_ray(vectors: NDArray[np.float32], labels: NDArray[np.int64], pool: NDArray[np.bool_], cfg: Any = None,
                     *, address: str | None = None, num_cpus: int | None = None) -> Any:
     """build_dendrograms with one Ray task per class; the same pieces as the single-machine path."""
-    from core.semantic import Dendrograms, SemanticConfig, build_dendrograms
+    from core.semantic import Dendrograms, Piece, SemanticConfig, build_dendrograms
 
     ray = connect(address, num_cpus)
     cfg = cfg or SemanticConfig()
@@ -332,8 +332,6 @@ def dendrograms_ray(vectors: NDArray[np.float32], labels: NDArray[np.int64], poo
         sub_labels = np.full(len(idx), c, np.int64)
         refs.append((idx, task.remote(vectors[idx], sub_labels, np.ones(len(idx), bool), cfg)))
     pieces, routes = [], {}
-    from core.semantic import Piece
-
     for idx, ref in refs:
         d = ray.get(ref)
         for p in d.pieces:
