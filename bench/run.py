@@ -232,18 +232,34 @@ def embedding() -> list[dict[str, Any]]:
 
 @section
 def umap_map() -> list[dict[str, Any]]:
-    """UMAP of the embeddings: ours (fit on <= 50,000, transform the rest) vs fitting all points."""
+    """UMAP of the embeddings: the default route against the other one (fit all vs fit 50,000 + transform)."""
     from core.projection import UmapConfig, project
     from core.semantic import semantic_index
 
     ds = dataset()
     emb, _ = semantic_index(ds)
     sampled = UmapConfig(max_fit=min(50_000, len(emb.vectors) - 1000))
-    project(emb.vectors[:3000], sampled)  # numba start-up (fit and transform) outside the timing
-    ours_s, p = timed(lambda: project(emb.vectors, UmapConfig()))
-    base_s, q = timed(lambda: project(emb.vectors, sampled))
-    return [row(f"UMAP of {len(emb.vectors):,} embeddings", f"fit on {q.fitted_on:,}, transform the rest",
-                base_s, ours_s, notes=f"ours fitted on {p.fitted_on:,} (all points up to UmapConfig.max_fit)")]
+    everything = UmapConfig(max_fit=len(emb.vectors) + 1)
+    project(emb.vectors[:3000], UmapConfig(max_fit=2000))  # numba start-up (fit and transform) outside the timing
+    # alternate the two routes and keep each one's best: whichever runs second otherwise wins on warm-up
+    runs: dict[str, list[float]] = {"all": [], "sampled": []}
+    for _ in range(2):
+        for name, cfg in (("all", everything), ("sampled", sampled)):
+            t, res = timed(lambda cfg=cfg: project(emb.vectors, cfg))
+            runs[name].append(t)
+            if name == "sampled":
+                q = res
+    ours_cfg = UmapConfig()
+    ours_name = "all" if len(emb.vectors) <= ours_cfg.max_fit else "sampled"
+    other = "sampled" if ours_name == "all" else "all"
+    ours_s, base_s = min(runs[ours_name]), min(runs[other])
+    p = q if ours_name == "sampled" else None
+    base = f"fit on {q.fitted_on:,}, transform the rest" if other == "sampled" else "fit on every point"
+    ours_desc = f"fitted on {q.fitted_on:,}" if p is not None else "fitted on every point"
+    return [row(f"UMAP of {len(emb.vectors):,} embeddings", base, base_s, ours_s,
+                notes=f"ours {ours_desc} (UmapConfig.max_fit={ours_cfg.max_fit:,}); best of 2 alternating runs each; "
+                f"all: {', '.join(f'{t:.1f}' for t in runs['all'])} s, sampled: "
+                f"{', '.join(f'{t:.1f}' for t in runs['sampled'])} s")]
 
 
 @section
