@@ -136,7 +136,7 @@ def cmd_duplicates(args: argparse.Namespace, progress: ProgressFn) -> int:
 def _selection(args: argparse.Namespace, ds: Dataset, progress: ProgressFn) -> Any:
     if args.by == "hash":
         return _hash_selection(args, ds, progress)[1]
-    return _semantic_selection(args, ds, progress)
+    return _semantic_selection(args, ds, progress)[2]
 
 
 def _embed_cfg(args: argparse.Namespace) -> Any:
@@ -145,15 +145,15 @@ def _embed_cfg(args: argparse.Namespace) -> Any:
     return EmbedConfig(model=args.embedding, epochs=args.epochs, seed=args.seed)
 
 
-def _semantic_selection(args: argparse.Namespace, ds: Dataset, progress: ProgressFn) -> Any:
+def _semantic_selection(args: argparse.Namespace, ds: Dataset, progress: ProgressFn) -> tuple[Any, Any, Any]:
+    """(embeddings, dendrograms, selection) at --keep-fraction (default 0.9) or --distance."""
     from core.semantic import semantic_index, semantic_selection
 
-    if args.keep_fraction is None and args.distance is None:
-        args.keep_fraction = 0.9
+    keep = 0.9 if args.keep_fraction is None and args.distance is None else args.keep_fraction
     emb, dendro = _timed("embeddings + dendrograms", lambda: semantic_index(ds, _embed_cfg(args), on_progress=progress))
-    args._dendro, args._emb = dendro, emb
-    return semantic_selection(dendro, emb.vectors, threshold=args.distance, keep_fraction=args.keep_fraction,
-                              per_class=args.per_class, policy=args.policy, seed=args.seed)
+    sel = semantic_selection(dendro, emb.vectors, threshold=args.distance, keep_fraction=keep,
+                             per_class=args.per_class, policy=args.policy, seed=args.seed)
+    return emb, dendro, sel
 
 
 def cmd_embed(args: argparse.Namespace, progress: ProgressFn) -> int:
@@ -169,8 +169,7 @@ def cmd_semantic(args: argparse.Namespace, progress: ProgressFn) -> int:
     from core.semantic import semantic_selection
 
     ds = _load(args, progress)
-    sel = _semantic_selection(args, ds, progress)
-    dendro, emb = args._dendro, args._emb
+    emb, dendro, sel = _semantic_selection(args, ds, progress)
     print(f"embedding: {emb.info.get('model')} ({json.dumps(emb.info, sort_keys=True)})")
     for c, route in sorted(dendro.routes.items()):
         if not route.startswith("exact"):

@@ -14,7 +14,9 @@ from core.datasets import TRAIN, Dataset
 from core.device import describe
 from core.experiments import (
     METHODS,
+    ArmResult,
     ExperimentConfig,
+    Subsets,
     budget_recipe,
     estimate_seconds,
     peek_arm,
@@ -23,7 +25,6 @@ from core.experiments import (
     summarize,
     sweep_image_epochs,
 )
-from core.experiments import Subsets as SubsetBuilder
 from ui import data
 from ui.common import open_dataset
 from ui.state import ensure_state
@@ -111,11 +112,11 @@ def progress_panel() -> None:
 progress_panel()
 
 
-def collected(ds: Dataset) -> list:  # type: ignore[type-arg]
+def collected(ds: Dataset) -> list[ArmResult]:
     """Every cached result for the sweep fractions and the current one (nothing is trained here)."""
     fractions = tuple(sorted({*SWEEP, float(st.session_state["keep_fraction"])}, reverse=True))
     cfg = config(fractions)
-    subsets = SubsetBuilder(ds, cfg)
+    subsets = Subsets(ds, cfg)
     found = []
     for arm in plan(cfg):
         sel = subsets.get(arm)
