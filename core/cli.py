@@ -255,9 +255,8 @@ def cmd_experiment(args: argparse.Namespace, progress: ProgressFn) -> int:
 def cmd_scale(args: argparse.Namespace, progress: ProgressFn) -> int:
     from pathlib import Path
 
-    from core.duplicates import SCOPES, DuplicateIndex, dedup_selection, groups_at, leaked_test_images, pair_scopes
     from core.hashing import HashConfig
-    from core.scale import find_pairs_ray, hash_source, write_results
+    from core.scale import hash_source
 
     out = Path(args.out)
     cfg = HashConfig(args.method, args.hash_size)
@@ -266,49 +265,69 @@ def cmd_scale(args: argparse.Namespace, progress: ProgressFn) -> int:
     n_test = int((hashed.split == 1).sum())
     print(f"source {args.source}: {len(hashed.ids):,} images, {len(hashed.classes)} classes, train "
           f"{len(hashed.ids) - n_test:,}, test {n_test:,}, skipped {len(hashed.skipped)}")
-    if args.step == "hash":
-        return 0
-    if args.step == "semantic":
+    if args.step in ("embed", "semantic"):
         return _scale_semantic(args, hashed, out, progress)
-    pairs = _timed("search on Ray", lambda: find_pairs_ray(hashed.codes, args.threshold, address=args.address,
-                                                           num_cpus=args.workers), disk_cached=False)
+    if args.step == "duplicates":
+        _scale_duplicates(args, hashed, out, cfg)
+    print(f"open the results in the app: Home > Source 'scale', folder {out.resolve()} (or REDEX_DATASET=scale:{out})")
+    return 0
+
+
+def _scale_duplicates(args: argparse.Namespace, hashed: Any, out: Any, cfg: Any) -> None:
+    """The exact search on Ray tasks, then groups, leakage and the dedup subset, as the single-machine path."""
+    from core.duplicates import SCOPES, DuplicateIndex, dedup_selection, groups_at, leaked_test_images, pair_scopes
+    from core.scale import search_ray, update_job, write_results
+
+    run = _timed("search on Ray", lambda: search_ray(hashed.codes, args.threshold, address=args.address,
+                                                     num_cpus=args.workers), disk_cached=False)
+    pairs = run.pairs
+    print(f"search workers: {len(run.worker_peak)}, peak memory per worker "
+          f"{max(run.worker_peak.values(), default=0) / 2**20:,.0f} MB")
     index = DuplicateIndex(cfg, hashed.codes, pairs, pair_scopes(pairs, hashed.labels, hashed.split), args.threshold)
     for scope in SCOPES:
         groups = groups_at(index, args.threshold, scope, "first", hashed.sizes)
         print(f"{scope:>12}: {len(groups):,} groups, {groups.n_images:,} images")
     leaked = leaked_test_images(index, args.threshold, hashed.split)
-    print(f"train/test leakage: {len(leaked):,} of {n_test:,} test images have a near-duplicate in train")
+    print(f"train/test leakage: {len(leaked):,} of {int((hashed.split == 1).sum()):,} test images have a "
+          "near-duplicate in train")
     sel = dedup_selection(index, args.threshold, hashed.split, hashed.sizes)
+    kept = sel.keep | ~sel.pool
     reasons = ["kept" if k else f"near-duplicate of {hashed.ids[r]} at {d:.0f} bits"
-               for k, r, d in zip(sel.keep | ~sel.pool, sel.representative, np.nan_to_num(sel.distance))]
-    path = write_results(out, hashed, sel.group, sel.keep | ~sel.pool, reasons)
+               for k, r, d in zip(kept, sel.representative, np.nan_to_num(sel.distance))]
+    path = write_results(out, hashed, "duplicates", group=sel.group, kept=kept, reason=reasons)
+    update_job(out, duplicates={"threshold": args.threshold, "pairs": len(pairs), "removed": len(sel.removed),
+                                "leaked_test_images": len(leaked)})
     print(f"pairs: {len(pairs):,}; dedup removes {len(sel.removed):,}; wrote {path}")
-    return 0
 
 
 def _scale_semantic(args: argparse.Namespace, hashed: Any, out: Any, progress: ProgressFn) -> int:
-    """Embeddings on Ray actors (the network trained by the single-machine path), per-class clustering as Ray tasks."""
-    from core.datasets import load_image_folder
+    """Embeddings on Ray actors (the network trained on the decoded train split), per-class clustering as Ray tasks."""
     from core.embedding import trained_classifier
-    from core.scale import ScaleError, dendrograms_ray, embed_source, write_results
+    from core.scale import decoded_dataset, dendrograms_ray, embed_source, update_job, write_results
     from core.semantic import semantic_selection
 
-    kind, _, path = args.source.partition(":")
-    if kind != "imagefolder":
-        raise ScaleError("scale semantic trains its network on an image folder (imagefolder:PATH) for now")
-    ds = load_image_folder(path, on_progress=progress)
-    if [str(i) for i in ds.ids] != list(hashed.ids):
-        raise ScaleError("the folder changed between the hash and the embedding steps: run again")
-    classifier = _timed("embedding network", lambda: trained_classifier(ds, _embed_cfg(args), progress))
-    vectors = _timed("embed on Ray", lambda: embed_source(args.source, out, classifier, address=args.address,
+    ds = _timed("decode for the embedding network", lambda: decoded_dataset(
+        args.source, hashed, address=args.address, num_cpus=args.workers, max_images=args.train_max,
+        on_progress=progress), disk_cached=False)
+    model, info = _timed("embedding network", lambda: trained_classifier(ds, _embed_cfg(args), progress))
+    vectors = _timed("embed on Ray", lambda: embed_source(args.source, out, (model, info), address=args.address,
                                                           num_cpus=args.workers), disk_cached=False)
-    dendro = _timed("dendrograms on Ray", lambda: dendrograms_ray(vectors, ds.labels, ds.split == 0,
+    record = {k: v for k, v in info.items() if k not in ("mean", "std")}
+    if args.step == "embed":
+        path = write_results(out, hashed, "embeddings", embedding=vectors)
+        update_job(out, embedding=record)
+        print(f"embeddings {vectors.shape}; wrote {path}")
+        return 0
+    dendro = _timed("dendrograms on Ray", lambda: dendrograms_ray(vectors, hashed.labels, hashed.split == 0,
                                                                   address=args.address, num_cpus=args.workers),
                     disk_cached=False)
     sel = semantic_selection(dendro, vectors, keep_fraction=args.keep)
-    reasons = ["kept" if k else f"redundant to {ds.ids[r]} at cosine {d:.4f}"
-               for k, r, d in zip(sel.keep | ~sel.pool, sel.representative, np.nan_to_num(sel.distance))]
-    path_out = write_results(out, hashed, sel.group, sel.keep | ~sel.pool, reasons, name="semantic")
+    kept = sel.keep | ~sel.pool
+    reasons = ["kept" if k else f"redundant to {hashed.ids[r]} at cosine {d:.4f}"
+               for k, r, d in zip(kept, sel.representative, np.nan_to_num(sel.distance))]
+    path_out = write_results(out, hashed, "semantic", cluster=sel.group, kept=kept, reason=reasons, embedding=vectors)
+    update_job(out, embedding=record, semantic={"keep_fraction": args.keep, "kept": len(sel.kept),
+                                                "removed": len(sel.removed), "threshold": sel.params["threshold"]})
     print(f"semantic subset: keeps {len(sel.kept):,} of {int(sel.pool.sum()):,}; wrote {path_out}")
     return 0
 
@@ -404,13 +423,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for results.csv and results.json")
     p.set_defaults(fn=cmd_experiment)
     p = sub.add_parser("scale", help="run on Ray: a local one, or a cluster with --address")
-    p.add_argument("step", choices=["hash", "duplicates", "semantic"])
+    p.add_argument("step", choices=["hash", "duplicates", "embed", "semantic"])
     p.add_argument("--source", required=True, help="imagefolder:PATH | parquet:PATH | webdataset:PATH")
     p.add_argument("--out", required=True, help="result folder (resumable: finished shards are kept)")
     p.add_argument("--address", default=None, help="auto or ray://HOST:PORT; default: start a local Ray")
     p.add_argument("--workers", type=int, default=None, help="CPUs for a local Ray (default: all)")
     p.add_argument("--threshold", type=int, default=4)
     p.add_argument("--keep", type=float, default=0.9)
+    p.add_argument("--train-max", type=int, default=200_000,
+                   help="most images decoded on the driver to train the embedding network (a spread of shards)")
     _add_hash_method(p)
     _add_embedding(p)
     p.set_defaults(fn=cmd_scale)

@@ -19,7 +19,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -44,7 +44,7 @@ TORCHVISION_SOURCES: dict[str, tuple[str, str]] = {
     "fashion-mnist": ("FashionMNIST", "FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte"),
     "svhn": ("SVHN", "{train_32x32.mat, test_32x32.mat}"),
 }
-SOURCES = ("digits", *TORCHVISION_SOURCES, "imagefolder")
+SOURCES = ("digits", *TORCHVISION_SOURCES, "imagefolder", "scale")  # scale: a result folder of `core scale`
 
 
 class DatasetError(ValueError):
@@ -59,12 +59,33 @@ class Skipped:
     reason: str
 
 
+class LazyImages(Protocol):
+    """Images read on demand (a Ray result folder's source): indexing decodes only what is asked for."""
+
+    shape: tuple[int, int, int, int]
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: Any) -> Images: ...
+
+
+@dataclass(frozen=True, eq=False)
+class Precomputed:
+    """Results a Ray job already computed for this dataset, so the app reads them instead of the pixels."""
+
+    codes: dict[tuple[str, int], NDArray[np.uint8]]  # (hash method, hash size) -> (N, bytes) codes
+    vectors: NDArray[np.float32] | None = None  # (N, D) unit embeddings, or None when the job had no semantic step
+    embed_info: dict[str, Any] = field(default_factory=dict)
+    source: str = ""  # the job's --source
+    job: dict[str, Any] = field(default_factory=dict)  # the job's record (job.json): its steps and their figures
+
+
 @dataclass(frozen=True, eq=False)
 class Dataset:
     """Images with labels, splits and stable ids; `fingerprint` identifies the content for the cache."""
 
     name: str
-    images: Images  # (N, H, W, C) uint8, possibly memory-mapped
+    images: Images | LazyImages  # (N, H, W, C) uint8, possibly memory-mapped, or read on demand
     labels: Labels  # (N,) int64 index into `classes`
     split: NDArray[np.int8]  # (N,) TRAIN or TEST
     classes: tuple[str, ...]
@@ -73,9 +94,23 @@ class Dataset:
     fingerprint: str
     root: str | None = None  # the image folder the ids are relative to
     skipped: tuple[Skipped, ...] = field(default=())
+    precomputed: Precomputed | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether every pixel is at hand (an array, possibly memory-mapped), not read on demand."""
+        return isinstance(self.images, np.ndarray)
+
+    def pixels(self, purpose: str) -> Images:
+        """All images as one array, or DatasetError saying why `purpose` cannot run on this dataset."""
+        if isinstance(self.images, np.ndarray):
+            return self.images
+        raise DatasetError(f"{purpose} needs every image decoded on this machine, and {self.name} is a Ray result "
+                           f"folder ({len(self):,} images read on demand): run it with `python -m core scale` on the "
+                           "cluster, or open the source itself as the dataset")
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -442,4 +477,8 @@ def load_dataset(spec: str = "digits", *, download: bool = False, image_size: in
     assert path is not None
     if source == "imagefolder":
         return load_image_folder(path, image_size=image_size, on_progress=on_progress)
+    if source == "scale":
+        from core.results import open_results  # core.results builds on this module
+
+        return open_results(path, on_progress=on_progress)
     return load_torchvision(source, path, download=download)

@@ -96,8 +96,9 @@ def trained_classifier(ds: Dataset, cfg: EmbedConfig, on_progress: ProgressFn | 
     tr, te = ds.split == TRAIN, ds.split == TEST
 
     def compute() -> dict[str, NDArray[Any]]:
-        model, result, norm = train(np.asarray(ds.images[tr]), ds.labels[tr], len(ds.classes), tcfg,
-                                    x_eval=np.asarray(ds.images[te]), y_eval=ds.labels[te],
+        images = ds.pixels("training the embedding network")
+        model, result, norm = train(np.asarray(images[tr]), ds.labels[tr], len(ds.classes), tcfg,
+                                    x_eval=np.asarray(images[te]), y_eval=ds.labels[te],
                                     on_progress=on_progress, stop=stop)
         log.info("embedding network: %d epochs, test accuracy %.4f, %.1f s", result.epochs, result.accuracy,
                  result.seconds)
@@ -120,9 +121,9 @@ def _trained(ds: Dataset, cfg: EmbedConfig, on_progress: ProgressFn | None,
     device = pick_device()
     model = model.to(device)
     mean, std = (torch.from_numpy(info.pop(k)).to(device) for k in ("mean", "std"))
-    feats = []
+    feats, images = [], ds.pixels("embedding")
     for lo in range(0, len(ds), 8192):
-        x = to_tensor(np.asarray(ds.images[lo : lo + 8192]), device)
+        x = to_tensor(np.asarray(images[lo : lo + 8192]), device)
         feats.append(predict_features(model, x, mean, std).cpu().numpy())
         report(on_progress, "embed", min(len(ds), lo + 8192), len(ds))
     return np.concatenate(feats).astype(np.float32), info
@@ -131,7 +132,7 @@ def _trained(ds: Dataset, cfg: EmbedConfig, on_progress: ProgressFn | None,
 def _pixels(ds: Dataset, cfg: EmbedConfig) -> tuple[NDArray[np.float32], dict[str, Any]]:
     from sklearn.decomposition import PCA
 
-    flat = np.asarray(ds.images, np.float32).reshape(len(ds), -1) / 255.0
+    flat = np.asarray(ds.pixels("the pixels embedding"), np.float32).reshape(len(ds), -1) / 255.0
     dim = min(cfg.pca_dim, flat.shape[1], len(ds))
     fit = flat[ds.split == TRAIN]
     pca = PCA(dim, random_state=cfg.seed).fit(fit)
@@ -163,10 +164,10 @@ def _pretrained(ds: Dataset, cfg: EmbedConfig, download: bool, on_progress: Prog
     mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 3, 1, 1) * 255
     std = torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1) * 255
     side = 224 if device == "cuda" else 112
-    feats = []
+    feats, images = [], ds.pixels(f"the {cfg.model} embedding")
     with torch.inference_mode():
         for lo in range(0, len(ds), 256):
-            x = to_tensor(np.asarray(ds.images[lo : lo + 256]), device).float()
+            x = to_tensor(np.asarray(images[lo : lo + 256]), device).float()
             if x.shape[1] == 1:
                 x = x.repeat(1, 3, 1, 1)
             x = torch.nn.functional.interpolate((x - mean) / std, size=(side, side), mode="bilinear")
@@ -177,7 +178,12 @@ def _pretrained(ds: Dataset, cfg: EmbedConfig, download: bool, on_progress: Prog
 
 def embed(ds: Dataset, cfg: EmbedConfig = EmbedConfig(), *, download: bool = False,
           on_progress: ProgressFn | None = None, stop: threading.Event | None = None) -> Embeddings:
-    """L2-normalised embeddings of every image of `ds` (train and test), cached on disk."""
+    """L2-normalised embeddings of every image of `ds` (train and test), cached on disk.
+
+    A Ray result folder brings the embedding its job computed; other models need the pixels.
+    """
+    if not ds.in_memory:
+        return _precomputed(ds, cfg)
     size = min(ds.image_shape[:2])
     key_cfg = {**asdict(cfg), "train": recipe_key(train_config(ds, cfg), size) if cfg.model == "trained" else None}
     key = cache.make_key("embed", key_cfg, ds.fingerprint)
@@ -193,6 +199,19 @@ def embed(ds: Dataset, cfg: EmbedConfig = EmbedConfig(), *, download: bool = Fal
 
     arrays = cache.cached_arrays(key, compute)
     return Embeddings(arrays["vectors"].astype(np.float32), json.loads(str(arrays["info"])), key)
+
+
+def _precomputed(ds: Dataset, cfg: EmbedConfig) -> Embeddings:
+    pre = ds.precomputed
+    if pre is None or pre.vectors is None:
+        raise EmbeddingUnavailable(
+            f"{ds.name} has no embeddings: its Ray job ran without the semantic step; run `python -m core scale "
+            f"semantic --source {pre.source if pre else 'SOURCE'} --out FOLDER` to add them")
+    if cfg.model != pre.embed_info.get("model", "trained"):
+        raise EmbeddingUnavailable(f"{ds.name} holds the {pre.embed_info.get('model', 'trained')} embedding its Ray "
+                                   f"job computed, not {cfg.model}")
+    key = cache.make_key("embed-precomputed", pre.embed_info, ds.fingerprint)
+    return Embeddings(pre.vectors, dict(pre.embed_info), key)
 
 
 def _json(info: dict[str, Any]) -> str:

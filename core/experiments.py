@@ -156,8 +156,9 @@ def run_arm(ds: Dataset, arm: Arm, sel: Selection, recipe: TrainConfig, *, on_pr
     misses = cache.stats.misses
 
     def compute() -> dict[str, Any]:
-        _, result, _ = train(np.asarray(ds.images[kept]), ds.labels[kept], len(ds.classes), seeded,
-                             x_eval=np.asarray(ds.images[te]), y_eval=ds.labels[te], on_progress=on_progress, stop=stop)
+        images = ds.pixels("retraining")
+        _, result, _ = train(np.asarray(images[kept]), ds.labels[kept], len(ds.classes), seeded,
+                             x_eval=np.asarray(images[te]), y_eval=ds.labels[te], on_progress=on_progress, stop=stop)
         return {"accuracy": result.accuracy, "seconds": result.seconds, "epochs": result.epochs,
                 "n_train": result.n_train, "device": result.device}
 
@@ -180,7 +181,7 @@ def estimate_seconds(ds: Dataset, recipe: TrainConfig, n_images_epochs: float, d
     """Seconds to train `n_images_epochs` image-epochs, from a short timed run of the recipe here."""
     idx = np.flatnonzero(ds.split == TRAIN)
     one = TrainConfig(**{**asdict(recipe), "epochs": 1})
-    x, y = np.asarray(ds.images[idx[: recipe.batch_size * 8]]), ds.labels[idx[: recipe.batch_size * 8]]
+    x, y = np.asarray(ds.pixels("retraining")[idx[: recipe.batch_size * 8]]), ds.labels[idx[: recipe.batch_size * 8]]
     train(x[: recipe.batch_size], y[: recipe.batch_size], len(ds.classes), one, device=device)  # start-up costs
     t0 = time.perf_counter()
     train(x, y, len(ds.classes), one, device=device)

@@ -107,9 +107,11 @@ def export_images(ds: Dataset, sel: Selection, target: str | Path, force: bool =
         raise ValueError(f"refusing to export into the source folder {ds.root}: choose a folder outside it")
     kept = sel.kept
     out = target / "images"
+    files = ds.root is not None and (ds.name.startswith("imagefolder:") or (
+        ds.precomputed is not None and ds.precomputed.source.startswith("imagefolder:")))
     for k, i in enumerate(kept):
         split, cls = SPLIT_NAMES[int(ds.split[i])], ds.classes[int(ds.labels[i])]
-        if ds.name.startswith("imagefolder:") and ds.root:
+        if files and ds.root:  # an image folder, or a Ray result folder whose source is one
             src = Path(ds.root) / str(ds.ids[i])
             dst = out / split / cls / src.name
         else:

@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from core import cache
-from core.datasets import Dataset
+from core.datasets import Dataset, DatasetError
 from core.types import Codes, Images, ProgressFn, report
 
 METHODS = ("ahash", "dhash", "phash", "whash")
@@ -258,10 +258,16 @@ def reference_hash(image: NDArray[np.uint8], cfg: HashConfig) -> str:
 
 def dataset_hashes(ds: Dataset, cfg: HashConfig, on_progress: ProgressFn | None = None) -> Codes:
     """Hashes of every image of `ds`, cached by the dataset's fingerprint and `cfg`."""
+    if ds.precomputed is not None and (cfg.method, cfg.hash_size) in ds.precomputed.codes:
+        return ds.precomputed.codes[(cfg.method, cfg.hash_size)]
+    if not ds.in_memory:
+        have = ", ".join(f"{m}{s}" for m, s in ds.precomputed.codes) if ds.precomputed else "none"
+        raise DatasetError(f"{ds.name} holds the hashes its Ray job computed ({have}), not {cfg.label}: rerun "
+                           f"`python -m core scale hash --method {cfg.method} --hash-size {cfg.hash_size}` for those")
     key = cache.make_key("hash", cfg, ds.fingerprint)
-    return cache.cached_arrays(key, lambda: {"codes": hash_images(ds.images, cfg, on_progress)})["codes"]
+    return cache.cached_arrays(key, lambda: {"codes": hash_images(ds.pixels("hashing"), cfg, on_progress)})["codes"]
 
 
 def dataset_exact_keys(ds: Dataset) -> NDArray[np.uint8]:
     key = cache.make_key("exact", {}, ds.fingerprint)
-    return cache.cached_arrays(key, lambda: {"keys": exact_keys(ds.images)})["keys"]
+    return cache.cached_arrays(key, lambda: {"keys": exact_keys(ds.pixels("pixel-exact keys"))})["keys"]

@@ -20,6 +20,20 @@ from core.types import ProgressFn, report
 
 log = logging.getLogger("redex.projection")
 
+TRANSFORM_BATCH = 50_000
+MAX_DRAWN = 100_000  # points a page draws (WebGL scatter stays fluid); above it, a fixed random sample
+
+
+def drawn_points(n: int, limit: int = MAX_DRAWN, seed: int = 0) -> NDArray[np.int64]:
+    """Indices of the points a map draws: all n up to `limit`, else a seeded uniform sample, sorted.
+
+    The same sample on every rerun, so a selection made on the map stays meaningful; uniform, so
+    classes keep their proportions.
+    """
+    if n <= limit:
+        return np.arange(n, dtype=np.int64)
+    return np.sort(np.random.default_rng(seed).choice(n, limit, replace=False)).astype(np.int64)
+
 
 @dataclass(frozen=True)
 class UmapConfig:
@@ -53,8 +67,10 @@ def project(vectors: NDArray[np.float32], cfg: UmapConfig = UmapConfig(),
         xy = np.zeros((n, 2), np.float32)
         xy[sample] = model.fit_transform(vectors[sample])
         rest = np.setdiff1d(np.arange(n), sample)
-        report(on_progress, "umap", 1, 2, f"placing {len(rest):,} more points")
-        xy[rest] = model.transform(vectors[rest])
+        for lo in range(0, len(rest), TRANSFORM_BATCH):  # in batches: progress, and bounded memory
+            part = rest[lo : lo + TRANSFORM_BATCH]
+            report(on_progress, "umap", 1, 2, f"placing points {lo + len(part):,}/{len(rest):,}")
+            xy[part] = model.transform(vectors[part])
         fitted = cfg.max_fit
     report(on_progress, "umap", 2, 2)
     return Projection(np.asarray(xy, np.float32), fitted)

@@ -17,18 +17,20 @@ import logging
 import os
 import tarfile
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from core.datasets import SPLIT_NAMES, TEST, TRAIN, auto_size, decode_image, scan_folder
+from core.datasets import SPLIT_NAMES, TEST, TRAIN, Dataset, auto_size, decode_image, scan_folder
 from core.hashing import HashConfig, hash_images
 from core.types import ProgressFn, report
 
 log = logging.getLogger("redex.scale")
 
+JOB_FORMAT = 2  # job.json and the Parquet columns; a result folder of another format is refused, not misread
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
 SHARD_SIZE = 5_000
 
@@ -139,10 +141,14 @@ def _sorted_labels(labels: set[str]) -> tuple[str, ...]:
     return tuple(sorted(labels, key=lambda s: (0, int(s)) if s.isdigit() else (1, s)))
 
 
-def read_shard(shard: Shard) -> list[tuple[str, str, int, bytes | str]]:
-    """(id, class, split, bytes or file path) for every item of a shard, in a fixed order."""
+def read_shard(shard: Shard) -> list[tuple[str, str, int, bytes | str, str]]:
+    """(id, class, split, bytes or file path, location) for every item of a shard, in a fixed order.
+
+    The location names where the image lives (a file, 'FILE.parquet#ROW' or 'FILE.tar#MEMBER'),
+    so an app browsing the results can read one image back without the rest (read_location).
+    """
     if shard.kind == "imagefolder":
-        return [(rel, cls, split, os.path.join(shard.path, rel)) for rel, cls, split in shard.items]
+        return [(rel, cls, split, p, p) for rel, cls, split in shard.items for p in [os.path.join(shard.path, rel)]]
     if shard.kind == "parquet":
         import pyarrow.parquet as pq
 
@@ -151,28 +157,69 @@ def read_shard(shard: Shard) -> list[tuple[str, str, int, bytes | str]]:
         for k, r in enumerate(table):
             img = r["image"]["bytes"] if isinstance(r["image"], dict) else r["image"]
             split = SPLIT_NAMES.index(r["split"]) if r.get("split") in SPLIT_NAMES else TRAIN
-            out.append((str(r.get("id") or f"{Path(shard.path).name}/{shard.start + k}"), str(r["label"]), split, img))
+            row = shard.start + k
+            out.append((str(r.get("id") or f"{Path(shard.path).name}/{row}"), str(r["label"]), split, img,
+                        f"{shard.path}#{row}"))
         return out
     split = TEST if Path(shard.path).name.startswith("test") else TRAIN
-    members: dict[str, dict[str, bytes]] = {}
+    members: dict[str, dict[str, tuple[str, bytes]]] = {}
     with tarfile.open(shard.path) as tf:
         for m in tf.getmembers():
             if m.isfile():
                 key, _, ext = m.name.rpartition(".")
-                members.setdefault(key, {})[ext.lower()] = tf.extractfile(m).read()  # type: ignore[union-attr]
-    out = []
+                members.setdefault(key, {})[ext.lower()] = (m.name, tf.extractfile(m).read())  # type: ignore[union-attr]
+    out_w: list[tuple[str, str, int, bytes | str, str]] = []
     for key in sorted(members):
         parts = members[key]
         img = next((parts[e] for e in IMAGE_EXTS if e in parts), None)
         if img is not None and "cls" in parts:
-            out.append((key, parts["cls"].decode().strip(), split, img))
-    return out
+            out_w.append((key, parts["cls"][1].decode().strip(), split, img[1], f"{shard.path}#{img[0]}"))
+    return out_w
+
+
+def read_location(location: str) -> bytes | str:
+    """The encoded image at a location written by read_shard: a file path, or its bytes from Parquet or tar."""
+    base, sep, row = location.rpartition("#")
+    if sep and base.endswith(".parquet") and row.isdigit():
+        return _parquet_row(base, int(row))
+    cut = location.find(".tar#")  # a member name may itself hold '#'
+    if cut >= 0:
+        base, name = location[: cut + 4], location[cut + 5 :]
+        st = os.stat(base)
+        where = _tar_members(base, st.st_mtime_ns, st.st_size).get(name)
+        if where is None:
+            raise OSError(f"{name} is not a file in {base}")
+        with open(base, "rb") as f:
+            f.seek(where[0])
+            return f.read(where[1])
+    return location
+
+
+@lru_cache(maxsize=64)
+def _tar_members(path: str, mtime_ns: int, size: int) -> dict[str, tuple[int, int]]:
+    """name -> (data offset, size) of a tar's files, read once per file version (its headers only)."""
+    with tarfile.open(path) as tf:
+        return {m.name: (m.offset_data, m.size) for m in tf.getmembers() if m.isfile()}
+
+
+def _parquet_row(path: str, row: int) -> bytes:
+    """One row's image bytes, reading only the row group that holds it."""
+    import pyarrow.parquet as pq
+
+    f = pq.ParquetFile(path)
+    for g in range(f.metadata.num_row_groups):
+        n = f.metadata.row_group(g).num_rows
+        if row < n:
+            value = f.read_row_group(g, columns=["image"]).column("image")[row].as_py()
+            return bytes(value["bytes"] if isinstance(value, dict) else value)
+        row -= n
+    raise OSError(f"{path} has no row {row}")
 
 
 def first_size(shards: list[Shard]) -> tuple[int, int]:
     """The common decode size, by the single-machine rule (the first readable image's size)."""
     for shard in shards:
-        for _, _, _, src in read_shard(shard):
+        for _, _, _, src, _ in read_shard(shard):
             try:
                 _, (h, w) = decode_image(src, None)
             except (ValueError, OSError):
@@ -184,17 +231,17 @@ def first_size(shards: list[Shard]) -> tuple[int, int]:
 # --- shard work (runs on Ray workers) ------------------------------------------------------------------
 
 
-def decode_shard(shard: Shard, size: tuple[int, int]) -> tuple[list[tuple[str, str, int]], NDArray[np.uint8],
+def decode_shard(shard: Shard, size: tuple[int, int]) -> tuple[list[tuple[str, str, int, str]], NDArray[np.uint8],
                                                                 NDArray[np.int32], list[tuple[str, str]]]:
-    """Decode a shard: kept (id, class, split), images, original sizes, and (id, reason) for bad ones."""
+    """Decode a shard: kept (id, class, split, location), images, original sizes, (id, reason) for bad ones."""
     meta, images, sizes, bad = [], [], [], []
-    for ident, cls, split, src in read_shard(shard):
+    for ident, cls, split, src, location in read_shard(shard):
         try:
             arr, own = decode_image(src, size)
         except (ValueError, OSError) as exc:
             bad.append((ident, str(exc)))
             continue
-        meta.append((ident, cls, split))
+        meta.append((ident, cls, split, location))
         images.append(arr)
         sizes.append(own)
     stack = np.stack(images) if images else np.zeros((0, *size, 3), np.uint8)
@@ -223,7 +270,7 @@ def hash_shard(shard: Shard, size: tuple[int, int], cfg: HashConfig, out_dir: st
             os._exit(1)
     meta, images, sizes, bad = decode_shard(shard, size)
     codes = hash_images(images, cfg) if len(images) else np.zeros((0, cfg.bits // 8), np.uint8)
-    table = pa.table({"id": [m[0] for m in meta], "class": [m[1] for m in meta],
+    table = pa.table({"id": [m[0] for m in meta], "path": [m[3] for m in meta], "class": [m[1] for m in meta],
                       "split": pa.array([m[2] for m in meta], pa.int8()),
                       "height": sizes[:, 0].tolist(), "width": sizes[:, 1].tolist(),
                       "hash": [bytes(c).hex() for c in codes], "shard": [shard.index] * len(meta)})
@@ -243,11 +290,67 @@ class Hashed:
 
     classes: tuple[str, ...]
     ids: list[str]
+    paths: list[str]  # where each image lives (read_location reads it back)
     labels: NDArray[np.int64]
     split: NDArray[np.int8]
     sizes: NDArray[np.int32]
     codes: NDArray[np.uint8]
     skipped: list[tuple[str, str]]
+
+
+def read_job(out: Path) -> dict[str, Any]:
+    """The job record of a result folder ({} for a new one); ScaleError for another format."""
+    path = Path(out) / "job.json"
+    if not path.exists():
+        return {}
+    try:
+        job: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ScaleError(f"{path} is unreadable ({exc}): choose a new --out folder") from None
+    if job.get("format") != JOB_FORMAT:
+        raise ScaleError(f"{out} was written by another version of this tool (format {job.get('format')}, this one "
+                         f"writes {JOB_FORMAT}): choose a new --out folder")
+    return job
+
+
+def update_job(out: Path, **fields: Any) -> dict[str, Any]:
+    """Merge `fields` into out/job.json, atomically (a step adds its own record, keeps the others)."""
+    job = {**read_job(out), **fields, "format": JOB_FORMAT}
+    path = Path(out) / "job.json"
+    tmp = path.with_name(f"job.json.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(job, indent=1))
+    os.replace(tmp, path)
+    return job
+
+
+def job_summary(job: dict[str, Any]) -> str:
+    """One line of what a job computed, for people: its hash, and each finished step with its figures."""
+    h = job.get("hash", {})
+    parts = [f"{h.get('method', '?')}{h.get('hash_size', '')} hashes"]
+    if "duplicates" in job:
+        d = job["duplicates"]
+        parts.append(f"duplicates at {d['threshold']} bits remove {d['removed']:,} ({d['leaked_test_images']:,} "
+                     "test images leaked)")
+    if "embedding" in job:
+        e = job["embedding"]
+        parts.append(f"{e.get('arch', e.get('model', '?'))} embedding")
+    if "semantic" in job:
+        s = job["semantic"]
+        parts.append(f"semantic keep {s['keep_fraction']} removes {s['removed']:,}")
+    return "; ".join(parts)
+
+
+def _start_job(out: Path, spec: str, cfg: HashConfig, size: tuple[int, int], classes: tuple[str, ...]) -> None:
+    """Record the job; a folder holding another source's or another hash's shards is refused, never mixed."""
+    kind, path = parse_source(spec)
+    mine = {"source": f"{kind}:{path}", "hash": asdict(cfg), "size": list(size), "classes": list(classes)}
+    job = read_job(out)
+    clash = [k for k in ("source", "hash", "size", "classes") if k in job and job[k] != mine[k]]
+    if clash:
+        raise ScaleError(f"{out} holds results of another job (its {', '.join(clash)} differ): choose a new --out "
+                         "folder, or remove that one")
+    out.mkdir(parents=True, exist_ok=True)
+    update_job(out, **mine)
 
 
 def hash_source(spec: str, out: str | Path, cfg: HashConfig = HashConfig(), *, address: str | None = None,
@@ -260,8 +363,10 @@ def hash_source(spec: str, out: str | Path, cfg: HashConfig = HashConfig(), *, a
         raise ScaleError(f"no images found in {spec}")
     size = first_size(shards)
     out = Path(out)
+    _start_job(out, spec, cfg, size, classes)
     (out / "hashes").mkdir(parents=True, exist_ok=True)
-    (out / "job.json").write_text(json.dumps({"source": spec, "hash": asdict(cfg), "size": size}))
+    if skipped:
+        (out / "hashes" / "skipped-listing.json").write_text(json.dumps(skipped))
     todo = [s for s in shards if not (out / "hashes" / f"shard-{s.index:05d}.parquet").exists()]
     report(on_progress, "hash shards", len(shards) - len(todo), len(shards))
     if todo:
@@ -277,10 +382,11 @@ def hash_source(spec: str, out: str | Path, cfg: HashConfig = HashConfig(), *, a
         ds = ray.data.from_items(items).map_batches(work, batch_size=1)  # Ray retries a lost worker's task
         for k, _ in enumerate(ds.iter_rows()):
             report(on_progress, "hash shards", len(shards) - len(todo) + k + 1, len(shards))
-    return read_hashes(out, classes, skipped)
+    return read_hashes(out, classes)
 
 
-def read_hashes(out: Path, classes: tuple[str, ...], skipped: list[tuple[str, str]] | None = None) -> Hashed:
+def read_hashes(out: Path, classes: tuple[str, ...]) -> Hashed:
+    """Every hash shard of a result folder, in source order, with the files skipped on the way."""
     import pyarrow.parquet as pq
 
     files = sorted((out / "hashes").glob("shard-*.parquet"))
@@ -289,10 +395,10 @@ def read_hashes(out: Path, classes: tuple[str, ...], skipped: list[tuple[str, st
         raise ScaleError(f"no hashes under {out / 'hashes'}")
     col = table.to_pydict()
     label_of = {c: k for k, c in enumerate(classes)}
-    bad = list(skipped or [])
+    bad: list[tuple[str, str]] = []
     for f in sorted((out / "hashes").glob("skipped-*.json")):
-        bad += [tuple(x) for x in json.loads(f.read_text())]
-    return Hashed(classes, col["id"], np.array([label_of[c] for c in col["class"]], np.int64),
+        bad += [(str(x[0]), str(x[1])) for x in json.loads(f.read_text())]
+    return Hashed(classes, col["id"], col["path"], np.array([label_of[c] for c in col["class"]], np.int64),
                   np.array(col["split"], np.int8), np.stack([col["height"], col["width"]], axis=1).astype(np.int32),
                   np.array([list(bytes.fromhex(h)) for h in col["hash"]], np.uint8), bad)
 
@@ -300,7 +406,31 @@ def read_hashes(out: Path, classes: tuple[str, ...], skipped: list[tuple[str, st
 def find_pairs_ray(codes: NDArray[np.uint8], radius: int, *, address: str | None = None,
                    num_cpus: int | None = None, pieces: int = 8) -> Any:
     """The exact search, its plan cut into disjoint parts run as Ray tasks: the same pairs as find_pairs."""
-    from core.neighbors import check_radius, merge, partition, plan_search, run_parts, to_words
+    return search_ray(codes, radius, address=address, num_cpus=num_cpus, pieces=pieces).pairs
+
+
+@dataclass(frozen=True, eq=False)
+class RaySearch:
+    """The pairs of a Ray search, and each worker process's peak resident memory (bytes, by pid)."""
+
+    pairs: Any
+    worker_peak: dict[int, int]
+
+
+def _run_parts_measured(words: NDArray[np.uint64], plan: Any, parts: list[Any], radius: int) -> tuple[Any, int, int]:
+    """run_parts on a worker, with that worker's pid and its peak resident memory so far (getrusage)."""
+    import resource
+
+    from core.neighbors import run_parts
+
+    pairs = run_parts(words, plan, parts, radius)
+    return pairs, os.getpid(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def search_ray(codes: NDArray[np.uint8], radius: int, *, address: str | None = None,
+               num_cpus: int | None = None, pieces: int = 8) -> RaySearch:
+    """find_pairs_ray, with the measured peak memory of every worker that ran a part."""
+    from core.neighbors import check_radius, merge, partition, plan_search, to_words
 
     ray = connect(address, num_cpus)
     check_radius(codes, radius)
@@ -312,9 +442,13 @@ def find_pairs_ray(codes: NDArray[np.uint8], radius: int, *, address: str | None
         by_block.setdefault(p.block, []).append(p)
     groups = [ps[k::2] for ps in by_block.values() for k in range(2)] if plan.route == "mih" else [
         parts[k::pieces] for k in range(pieces)]
-    task = ray.remote(max_retries=3)(run_parts)
+    task = ray.remote(max_retries=3)(_run_parts_measured)
     ref = ray.put(words)
-    return merge(ray.get([task.remote(ref, plan, g, radius) for g in groups if g]))
+    done = ray.get([task.remote(ref, plan, g, radius) for g in groups if g])
+    peaks: dict[int, int] = {}
+    for _, pid, peak in done:
+        peaks[pid] = max(peaks.get(pid, 0), peak)
+    return RaySearch(merge([d[0] for d in done]), peaks)
 
 
 def dendrograms_ray(vectors: NDArray[np.float32], labels: NDArray[np.int64], pool: NDArray[np.bool_], cfg: Any = None,
@@ -338,6 +472,47 @@ def dendrograms_ray(vectors: NDArray[np.float32], labels: NDArray[np.int64], poo
             pieces.append(Piece(p.label, idx[p.indices], p.Z))
         routes.update(d.routes)
     return Dendrograms(tuple(pieces), len(labels), routes)
+
+
+def decoded_dataset(spec: str, hashed: Hashed, *, address: str | None = None, num_cpus: int | None = None,
+                    max_images: int = 200_000, shard_size: int = SHARD_SIZE,
+                    on_progress: ProgressFn | None = None) -> Dataset:
+    """The images the embedding network trains on, decoded into memory on the driver.
+
+    An image folder is opened with the single-machine loader (its decode cache, so the network
+    is the very one `python -m core embed` trains); Parquet and WebDataset shards are decoded as
+    Ray tasks. Above `max_images`, an even spread of shards is taken, so every part of the source
+    (and with sorted sources, every class) is represented.
+    """
+    from core.datasets import fingerprint_arrays, load_image_folder
+
+    kind, path = parse_source(spec)
+    if kind == "imagefolder" and len(hashed.ids) <= max_images:
+        ds = load_image_folder(path, on_progress=on_progress)
+        if [str(i) for i in ds.ids] != hashed.ids:
+            raise ScaleError("the folder changed between the hash and the embedding steps: run again")
+        return ds
+    ray = connect(address, num_cpus)
+    _, shards, _ = list_shards(spec, shard_size)
+    step = max(1, -(-sum(len(s.items) or (s.stop - s.start) or shard_size for s in shards) // max_images))
+    chosen = shards[::step]
+    size = first_size(shards)
+    task = ray.remote(max_retries=3)(decode_shard)
+    refs = [task.remote(s, size) for s in chosen]
+    metas, images = [], []
+    for k, ref in enumerate(refs):
+        meta, imgs, _, _ = ray.get(ref)
+        metas += meta
+        images.append(imgs)
+        report(on_progress, "decode shards", k + 1, len(refs))
+    label_of = {c: k for k, c in enumerate(hashed.classes)}
+    pixels = np.concatenate(images)
+    labels = np.array([label_of[m[1]] for m in metas], np.int64)
+    split = np.array([m[2] for m in metas], np.int8)
+    ids = np.array([m[0] for m in metas])
+    fp = fingerprint_arrays(pixels, labels, split, ids, extra=json.dumps(hashed.classes))
+    return Dataset(f"{spec} (decoded: {len(ids):,} images)", pixels, labels, split, hashed.classes, ids,
+                   np.tile(np.array(size, np.int32), (len(ids), 1)), fp)
 
 
 class ShardEmbedder:
@@ -405,20 +580,28 @@ def embed_source(spec: str, out: str | Path, classifier: Any, *, address: str | 
     gpus = 1 if ray.cluster_resources().get("GPU", 0) else 0
     ds = ray.data.from_items(items).map_batches(
         ShardEmbedder, fn_constructor_args=(state, info["arch"], n_classes, size, str(out)), batch_size=1,
-        concurrency=actors, num_gpus=gpus)
+        compute=ray.data.ActorPoolStrategy(size=max(1, min(actors, len(items)))), num_gpus=gpus)
     for _ in ds.iter_rows():
         pass
     return np.concatenate([np.load(out / "embeddings" / f"shard-{s.index:05d}.npy") for s in shards])
 
 
-def write_results(out: Path, hashed: Hashed, group: NDArray[np.int64], keep: NDArray[np.bool_],
-                  reasons: list[str], name: str = "duplicates") -> Path:
-    """One Parquet file of (id, class, split, hash, group, kept, reason), written atomically."""
+def write_results(out: Path, hashed: Hashed, name: str, **columns: Any) -> Path:
+    """out/NAME.parquet: (id, path, class, split, hash) and the step's own columns, written atomically.
+
+    `columns` are per-image sequences in source order (group, cluster, kept, reason, embedding);
+    a 2-D float array becomes a fixed-size list column that pandas and pyarrow read as is.
+    """
     import pyarrow as pa
 
-    table = pa.table({"id": hashed.ids, "class": [hashed.classes[k] for k in hashed.labels],
-                      "split": [SPLIT_NAMES[s] for s in hashed.split], "hash": [bytes(c).hex() for c in hashed.codes],
-                      "group": group, "kept": keep, "reason": reasons})
+    table = pa.table({"id": hashed.ids, "path": hashed.paths, "class": [hashed.classes[k] for k in hashed.labels],
+                      "split": [SPLIT_NAMES[s] for s in hashed.split], "hash": [bytes(c).hex() for c in hashed.codes]})
+    for key, value in columns.items():
+        if isinstance(value, np.ndarray) and value.ndim == 2:
+            flat = pa.array(np.ascontiguousarray(value, np.float32).reshape(-1))
+            table = table.append_column(key, pa.FixedSizeListArray.from_arrays(flat, value.shape[1]))
+        else:
+            table = table.append_column(key, pa.array(value))
     path = out / f"{name}.parquet"
     _write_atomic(table, path)
     return path

@@ -37,6 +37,11 @@ st.title("Experiments")
 st.caption("Every arm uses the same recipe and seeds; only the data differ. Results are cached, so a curve "
            "grows point by point and nothing is trained twice.")
 ds = open_dataset()
+if not ds.in_memory:
+    st.info("Retraining needs every training image decoded on this machine, and this Ray result folder reads its "
+            "images on demand. Export the pruned subset (Export page) and train on it, or open the source itself "
+            "as the dataset (Home).", icon=":material/info:")
+    st.stop()
 n_train = int((ds.split == TRAIN).sum())
 if st.session_state["retrain_on_change"] is None:
     st.session_state["retrain_on_change"] = n_train <= 10_000

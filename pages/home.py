@@ -9,7 +9,8 @@ from core.datasets import SOURCES, TEST
 from core.duplicates import leaked_test_images
 from core.embedding import MODELS
 from core.hashing import METHODS
-from ui.common import current_hash_selection, current_semantic_selection, open_dataset
+from core.scale import job_summary
+from ui.common import current_hash_selection, current_semantic_selection, open_dataset, semantic_unavailable
 from ui.state import ensure_state
 
 ensure_state()
@@ -24,7 +25,8 @@ with st.expander("Dataset and methods", expanded=st.session_state["dataset"] == 
     c1, c2 = st.columns([1, 3])
     source = c1.selectbox("Source", SOURCES, index=SOURCES.index(source_now), key="ds_source")
     root = c2.text_input("Root folder", value=root_now, key="ds_root", disabled=source == "digits",
-                         placeholder="/data/cifar10-jpg (folder/<class>/<image> or folder/{train,test}/<class>/...)")
+                         placeholder="/data/cifar10-jpg (folder/<class>/<image> or folder/{train,test}/<class>/...)",
+                         help="For the source 'scale': the --out folder of `python -m core scale`")
     if st.button("Open dataset", key="ds_open", type="primary"):
         st.session_state["dataset"] = "digits" if source == "digits" else f"{source}:{root.strip()}"
         st.rerun()
@@ -43,16 +45,22 @@ m[2].metric("Train", f"{n_train:,}")
 m[3].metric("Test", f"{n_test:,}")
 m[4].metric("Skipped files", len(ds.skipped))
 
+if ds.precomputed is not None:
+    st.caption(f"A Ray result folder of {ds.precomputed.source}: {job_summary(ds.precomputed.job)}. Images are read "
+               "from the source only when a page shows them.")
 st.subheader("What the current settings remove")
 index, hash_sel = current_hash_selection(ds)
 leaked = leaked_test_images(index, int(st.session_state["radius"]), ds.split)
-_, _, sem_sel = current_semantic_selection(ds)
 h = st.columns(3)
 h[0].metric(f"Near-duplicates ({index.config.label}, ≤ {st.session_state['radius']} bits)",
             f"{len(hash_sel.removed):,} removed", f"-{100 * (1 - hash_sel.kept_fraction):.1f}% of train",
             delta_color="off")
-h[1].metric("Semantic redundancy", f"{len(sem_sel.removed):,} removed",
-            f"-{100 * (1 - sem_sel.kept_fraction):.1f}% of train", delta_color="off")
+if semantic_unavailable(ds):
+    h[1].metric("Semantic redundancy", "no embeddings", help=semantic_unavailable(ds))
+else:
+    _, _, sem_sel = current_semantic_selection(ds)
+    h[1].metric("Semantic redundancy", f"{len(sem_sel.removed):,} removed",
+                f"-{100 * (1 - sem_sel.kept_fraction):.1f}% of train", delta_color="off")
 h[2].metric("Train/test leakage", f"{len(leaked):,} test images",
             f"{100 * len(leaked) / max(1, int((ds.split == TEST).sum())):.1f}% of test", delta_color="off")
 

@@ -8,6 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.duplicates import groups_at
+from core.projection import drawn_points
 from ui import data
 from ui.common import class_color, current_hash_selection, current_semantic_selection, open_dataset, text
 from ui.images import compose
@@ -20,26 +21,35 @@ st.title("Map")
 ds = open_dataset()
 emb, dendro, sel = current_semantic_selection(ds)
 proj = data.projection(emb)
+shown_idx = drawn_points(len(ds), int(st.session_state["map_max_points"]))
+drawn = np.zeros(len(ds), bool)
+drawn[shown_idx] = True
+notes = []
 if proj.fitted_on < len(proj.xy):
-    st.caption(f"UMAP was fitted on a sample of {proj.fitted_on:,} points; the other "
-               f"{len(proj.xy) - proj.fitted_on:,} were placed with its transform.")
+    notes.append(f"UMAP was fitted on a sample of {proj.fitted_on:,} points; the other "
+                 f"{len(proj.xy) - proj.fitted_on:,} were placed with its transform.")
+if len(shown_idx) < len(ds):
+    notes.append(f"The map draws a random sample of {len(shown_idx):,} of the {len(ds):,} points (the same sample "
+                 "on every rerun); counts and selections elsewhere use every image.")
+if notes:
+    st.caption(" ".join(notes))
 c1, c2 = st.columns([3, 1])
 color_by = c1.radio("Colour by", ["class", "kept / redundant", "duplicate group"], key="map_color", horizontal=True)
 links = c2.checkbox("Link redundant images to their representative", key="map_links")
 
 xy = proj.xy
-hover = [f"{text(ds.ids[i])}<br>{text(ds.classes[ds.labels[i]])}" for i in range(len(ds))]
+hover = {int(i): f"{text(ds.ids[i])}<br>{text(ds.classes[ds.labels[i]])}" for i in shown_idx}
 fig = go.Figure()
 if color_by == "class":
     for k, name in enumerate(ds.classes):
-        idx = np.flatnonzero(ds.labels == k)
+        idx = np.flatnonzero(drawn & (ds.labels == k))
         fig.add_trace(go.Scattergl(x=xy[idx, 0], y=xy[idx, 1], mode="markers", name=text(name),
                                    marker=dict(size=4, color=class_color(k)), customdata=idx,
                                    hovertext=[hover[i] for i in idx], hoverinfo="text"))
 elif color_by == "kept / redundant":
     for name, mask, color in (("kept", sel.pool & sel.keep, "#2ca02c"), ("redundant", sel.pool & ~sel.keep, "#d62728"),
                               ("test (not pruned)", ~sel.pool, "#bbbbbb")):
-        idx = np.flatnonzero(mask)
+        idx = np.flatnonzero(drawn & mask)
         fig.add_trace(go.Scattergl(x=xy[idx, 0], y=xy[idx, 1], mode="markers", name=name, customdata=idx,
                                    marker=dict(size=4, color=color), hovertext=[hover[i] for i in idx],
                                    hoverinfo="text"))
@@ -49,16 +59,16 @@ else:
     gid = np.full(len(ds), -1)
     for g in range(len(groups)):
         gid[groups.group(g)] = g
-    rest = np.flatnonzero(gid < 0)
+    rest = np.flatnonzero(drawn & (gid < 0))
     fig.add_trace(go.Scattergl(x=xy[rest, 0], y=xy[rest, 1], mode="markers", name="no group", customdata=rest,
                                marker=dict(size=3, color="#cccccc"), hovertext=[hover[i] for i in rest],
                                hoverinfo="text"))
-    inside = np.flatnonzero(gid >= 0)
+    inside = np.flatnonzero(drawn & (gid >= 0))
     fig.add_trace(go.Scattergl(x=xy[inside, 0], y=xy[inside, 1], mode="markers", name="in a duplicate group",
                                customdata=inside, marker=dict(size=6, color=gid[inside], colorscale="Turbo"),
                                hovertext=[f"{hover[i]}<br>group {gid[i]}" for i in inside], hoverinfo="text"))
 if links:
-    red = sel.removed
+    red = sel.removed[drawn[sel.removed]]
     xs = np.column_stack([xy[red, 0], xy[sel.representative[red], 0], np.full(len(red), np.nan)]).ravel()
     ys = np.column_stack([xy[red, 1], xy[sel.representative[red], 1], np.full(len(red), np.nan)]).ravel()
     fig.add_trace(go.Scattergl(x=xs, y=ys, mode="lines", name="merged into", hoverinfo="skip",

@@ -92,7 +92,13 @@ def dataset(spec: str) -> Dataset:
 
 
 def dup_index(ds: Dataset, method: str, size: int) -> DuplicateIndex:
+    """The hash index of `ds`; a Ray result folder offers only the hashes its job computed."""
     cfg = HashConfig(method, size)
+    have = ds.precomputed.codes if ds.precomputed is not None and not ds.in_memory else None
+    if have and (method, size) not in have:
+        cfg = HashConfig(*next(iter(have)))
+        st.info(f"This result folder holds the {cfg.label} hashes its Ray job computed; showing those.",
+                icon=":material/info:")
     return remembered(f"dup:{ds.fingerprint}:{cfg.label}", f"Hashing ({cfg.label}) and finding pairs",
                       lambda p: build_index(ds, cfg, p))
 
@@ -103,6 +109,8 @@ def embeddings(ds: Dataset, model: str) -> Embeddings:
         return remembered(f"emb:{ds.fingerprint}:{model}", f"Embedding ({model})",
                           lambda p: embed(ds, EmbedConfig(model=model), on_progress=p))
     except EmbeddingUnavailable as exc:
+        if model == "trained":
+            raise
         st.warning(str(exc))
         return embeddings(ds, "trained")
 

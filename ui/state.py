@@ -12,6 +12,8 @@ from typing import Any
 
 import streamlit as st
 
+from core.projection import MAX_DRAWN
+
 DEFAULTS: dict[str, Any] = {
     "dataset": os.environ.get("REDEX_DATASET", "digits"),  # a spec string for core.datasets.load_dataset
     "hash_method": "phash",
@@ -28,6 +30,7 @@ DEFAULTS: dict[str, Any] = {
     "exp_seeds": 3,
     "exp_epochs": 0,  # 0: the budget recipe's epochs for this dataset and device
     "retrain_on_change": None,  # None: on for small datasets, where a run takes seconds
+    "map_max_points": MAX_DRAWN,  # tests set fewer to see the sampled map
 }
 
 ALLOW_ENV = "REDEX_DATA_ROOTS"

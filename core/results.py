@@ -1,0 +1,123 @@
+"""A result folder of `python -m core scale`, opened as a Dataset the app browses like any other.
+
+The Ray job already hashed (and, with its semantic step, embedded) every image, so the dataset
+carries those results (`Dataset.precomputed`) and reads pixels only for the images a page shows,
+from where the job found them: a file of an image folder, a row of a Parquet file, a member of a
+WebDataset tar. Nothing is decoded up front, so a folder of millions of images opens in the time
+it takes to read its Parquet columns.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from core.datasets import Dataset, DatasetError, Precomputed, Skipped, decode_image, fingerprint_arrays
+from core.hashing import HashConfig
+from core.types import Images, ProgressFn, report
+
+log = logging.getLogger("redex.results")
+
+EMBEDDING_FILES = ("semantic.parquet", "embeddings.parquet")  # the first one present is used
+
+
+class SourceImages:
+    """(N, H, W, 3) uint8 images read on demand from their locations, decoded at the job's size.
+
+    An image that cannot be read any more (moved, changed, corrupt) becomes a grey tile and is
+    listed in `unreadable` with the reason, so a page still draws and says what went wrong.
+    """
+
+    def __init__(self, locations: list[str], size: tuple[int, int]) -> None:
+        self.locations = locations
+        self.size = size
+        self.shape = (len(locations), size[0], size[1], 3)
+        self.unreadable: dict[int, str] = {}
+
+    def __len__(self) -> int:
+        return len(self.locations)
+
+    def __getitem__(self, index: Any) -> Images:
+        if isinstance(index, (int, np.integer)):
+            return self._one(int(index))
+        rows = list(range(len(self))[index]) if isinstance(index, slice) else np.asarray(index).reshape(-1).tolist()
+        if rows and isinstance(rows[0], (bool, np.bool_)):
+            rows = np.flatnonzero(rows).tolist()
+        out = np.zeros((len(rows), *self.shape[1:]), np.uint8)
+        with ThreadPoolExecutor(8) as pool:  # Pillow releases the GIL while decoding
+            for k, img in enumerate(pool.map(self._one, rows)):
+                out[k] = img
+        return out
+
+    def _one(self, i: int) -> Images:
+        from core.scale import read_location
+
+        try:
+            arr, _ = decode_image(read_location(self.locations[i]), self.size)
+            return arr
+        except (ValueError, OSError) as exc:
+            self.unreadable[i] = str(exc)
+            log.warning("cannot read %s: %s", self.locations[i], exc)
+            return np.full(self.shape[1:], 128, np.uint8)
+
+
+def open_results(folder: str | Path, on_progress: ProgressFn | None = None) -> Dataset:
+    """The Dataset of a `core scale` result folder; DatasetError says what is missing or stale."""
+    from core.scale import ScaleError, read_hashes, read_job
+
+    out = Path(folder).expanduser().resolve()
+    try:
+        job = read_job(out)
+    except ScaleError as exc:
+        raise DatasetError(str(exc)) from None
+    if not job:
+        raise DatasetError(f"{out} is not a result folder of `python -m core scale` (no job.json there): run "
+                           "`python -m core scale duplicates --source ... --out FOLDER` first")
+    report(on_progress, "read hashes", 0, 2)
+    try:
+        hashed = read_hashes(out, tuple(job["classes"]))
+    except ScaleError as exc:
+        raise DatasetError(f"{exc}: the job has not hashed anything yet") from None
+    cfg = HashConfig(**job["hash"])
+    vectors = _embeddings(out, hashed.ids)
+    report(on_progress, "read embeddings", 2, 2)
+    labels, split = hashed.labels, hashed.split
+    ids = np.array(hashed.ids)
+    parts: list[NDArray[Any]] = [hashed.codes, labels, split, ids]
+    if vectors is not None:
+        parts.append(vectors)
+    fp = fingerprint_arrays(*parts, extra=json.dumps([job["source"], job["hash"], job["classes"]]))
+    kind, _, source_path = str(job["source"]).partition(":")  # stored resolved by the job
+    pre = Precomputed({(cfg.method, cfg.hash_size): hashed.codes}, vectors, dict(job.get("embedding", {})),
+                      job["source"], job)
+    return Dataset(f"scale:{out}", SourceImages(hashed.paths, (int(job["size"][0]), int(job["size"][1]))), labels,
+                   split, tuple(job["classes"]), ids, hashed.sizes, fp,
+                   root=source_path if kind == "imagefolder" else None,
+                   skipped=tuple(Skipped(str(p), str(r)) for p, r in hashed.skipped), precomputed=pre)
+
+
+def _embeddings(out: Path, ids: list[str]) -> NDArray[np.float32] | None:
+    """The job's embedding vectors in source order, or None; stale files (other ids) are refused."""
+    import pyarrow.parquet as pq
+
+    for name in EMBEDDING_FILES:
+        path = out / name
+        if not path.exists():
+            continue
+        table = pq.read_table(path, columns=["id", "embedding"]) if "embedding" in pq.read_schema(
+            path).names else None
+        if table is None:
+            continue
+        if table.column("id").to_pylist() != ids:
+            raise DatasetError(f"{path} was written for other images than the hashes in {out / 'hashes'}: rerun "
+                               "`python -m core scale semantic` with the same --source and --out")
+        col = table.column("embedding").combine_chunks()
+        width = col.type.list_size
+        return np.asarray(col.values.to_numpy(zero_copy_only=False), np.float32).reshape(-1, width)
+    return None
