@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tarfile
 import tempfile
 from pathlib import Path
 
@@ -39,3 +40,43 @@ def tree_snapshot(root: Path) -> dict[str, bytes]:
     """Every file under root with its bytes: compare before and after to prove nothing changed."""
     files = (p for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink())
     return {str(p.relative_to(root)): p.read_bytes() for p in files}
+
+
+@pytest.fixture(scope="session")
+def local_ray():  # type: ignore[no-untyped-def]
+    """A local Ray with 2 CPUs for the whole session (skips where Ray is missing or cannot start)."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed")
+    from core.scale import ScaleError, connect
+
+    try:
+        connect(None, num_cpus=2)
+    except ScaleError as exc:
+        pytest.skip(f"Ray cannot start here: {exc}")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def sources(planted_folder, tmp_path_factory):  # type: ignore[no-untyped-def]
+    """The planted folder, and a Parquet and a WebDataset copy of it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root, _ = planted_folder
+    files = sorted(p for p in root.rglob("*.png"))
+    rels = [p.relative_to(root).as_posix() for p in files]
+    base = tmp_path_factory.mktemp("copies")
+    pq.write_table(pa.table({"id": rels, "image": [p.read_bytes() for p in files],
+                             "label": [r.split("/")[1] for r in rels], "split": [r.split("/")[0] for r in rels]}),
+                   base / "data.parquet")
+    (base / "wds").mkdir()
+    for split in ("train", "test"):
+        with tarfile.open(base / "wds" / f"{split}-000.tar", "w") as tf:
+            for p, r in zip(files, rels):
+                if r.startswith(split):
+                    key = r.rsplit(".", 1)[0]
+                    tf.add(p, arcname=f"{key}.png")
+                    cls = base / "cls.txt"
+                    cls.write_text(r.split("/")[1])
+                    tf.add(cls, arcname=f"{key}.cls")
+    return root, base / "data.parquet", base / "wds"

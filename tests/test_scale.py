@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -18,44 +17,6 @@ from core.hashing import HashConfig, dataset_hashes, to_hex
 
 ray = pytest.importorskip("ray", reason="Ray is not installed")
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def local_ray():  # type: ignore[no-untyped-def]
-    from core.scale import ScaleError, connect
-
-    try:
-        connect(None, num_cpus=2)
-    except ScaleError as exc:
-        pytest.skip(f"Ray cannot start here: {exc}")
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def sources(planted_folder, tmp_path_factory):  # type: ignore[no-untyped-def]
-    """The planted folder, and a Parquet and a WebDataset copy of it."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    root, _ = planted_folder
-    files = sorted(p for p in root.rglob("*.png"))
-    rels = [p.relative_to(root).as_posix() for p in files]
-    base = tmp_path_factory.mktemp("copies")
-    pq.write_table(pa.table({"id": rels, "image": [p.read_bytes() for p in files],
-                             "label": [r.split("/")[1] for r in rels], "split": [r.split("/")[0] for r in rels]}),
-                   base / "data.parquet")
-    (base / "wds").mkdir()
-    for split in ("train", "test"):
-        with tarfile.open(base / "wds" / f"{split}-000.tar", "w") as tf:
-            for p, r in zip(files, rels):
-                if r.startswith(split):
-                    key = r.rsplit(".", 1)[0]
-                    tf.add(p, arcname=f"{key}.png")
-                    cls = base / "cls.txt"
-                    cls.write_text(r.split("/")[1])
-                    tf.add(cls, arcname=f"{key}.cls")
-    return root, base / "data.parquet", base / "wds"
 
 
 def single_machine(root: Path):  # type: ignore[no-untyped-def]
