@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tarfile
 import tempfile
 from pathlib import Path
@@ -80,3 +81,16 @@ def sources(planted_folder, tmp_path_factory):  # type: ignore[no-untyped-def]
                     cls.write_text(r.split("/")[1])
                     tf.add(cls, arcname=f"{key}.cls")
     return root, base / "data.parquet", base / "wds"
+
+
+@pytest.fixture(scope="session")
+def scale_job(local_ray, planted_folder, tmp_path_factory):  # type: ignore[no-untyped-def]
+    """A copy of the planted folder, and the result folder of `scale duplicates` + `scale semantic` on it."""
+    root = tmp_path_factory.mktemp("src") / "planted"
+    shutil.copytree(planted_folder[0], root)
+    out = tmp_path_factory.mktemp("job") / "out"
+    for step in ("duplicates", "semantic"):
+        from core.cli import main
+
+        assert main(["scale", step, "--source", f"imagefolder:{root}", "--out", str(out), "--epochs", "3"]) == 0
+    return root, out

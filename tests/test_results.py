@@ -23,14 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def job(local_ray, planted_folder, tmp_path_factory):  # type: ignore[no-untyped-def]
-    """A copy of the planted folder, and the result folder of `scale duplicates` + `scale semantic` on it."""
-    root = tmp_path_factory.mktemp("src") / "planted"
-    shutil.copytree(planted_folder[0], root)
-    out = tmp_path_factory.mktemp("job") / "out"
-    for step in ("duplicates", "semantic"):
-        assert main(["scale", step, "--source", f"imagefolder:{root}", "--out", str(out), "--epochs", "3"]) == 0
-    return root, out
+def job(scale_job):  # type: ignore[no-untyped-def]
+    return scale_job
 
 
 def test_result_folder_is_the_same_dataset(job) -> None:  # type: ignore[no-untyped-def]
