@@ -5,7 +5,7 @@ linkage, so a cluster's diameter is at most the threshold) and keep one image pe
 Each class's dendrogram is built once (scipy) and cached; any threshold is then a cut of the
 cached dendrograms (`fcluster`), and a keep fraction is read off the sorted merge heights, so a
 slider move is a cut, not a recomputation. Classes above `max_exact` images would need
-quadratic memory: they are first split by k-means into groups of about `group_size` and
+quadratic memory: they are first split by k-means (FAISS, else scikit-learn) into groups of about `group_size` and
 linked inside each group (SemDeDup's pattern), and the result says so.
 """
 
@@ -77,13 +77,26 @@ def _link(x: NDArray[np.float32], cfg: SemanticConfig) -> NDArray[np.float64]:
     return z
 
 
-def _kmeans_groups(x: NDArray[np.float32], cfg: SemanticConfig) -> NDArray[np.int64]:
-    from sklearn.cluster import MiniBatchKMeans
+def _kmeans_groups(x: NDArray[np.float32], cfg: SemanticConfig) -> tuple[NDArray[np.int64], str]:
+    """k-means groups of about cfg.group_size, and which k-means made them.
 
+    FAISS (spherical k-means, on the GPU when FAISS sees one), as SemDeDup does; scikit-learn's
+    MiniBatchKMeans where FAISS is not installed.
+    """
     k = int(np.ceil(len(x) / cfg.group_size))
-    km = MiniBatchKMeans(k, random_state=cfg.seed, n_init=3, batch_size=4096).fit(x)
-    out: NDArray[np.int64] = np.asarray(km.labels_, np.int64)
-    return out
+    try:
+        import faiss
+    except ImportError:
+        from sklearn.cluster import MiniBatchKMeans
+
+        km = MiniBatchKMeans(k, random_state=cfg.seed, n_init=3, batch_size=4096).fit(x)
+        return np.asarray(km.labels_, np.int64), "k-means (scikit-learn)"
+    data = np.ascontiguousarray(x, np.float32)
+    gpu = faiss.get_num_gpus() > 0
+    km = faiss.Kmeans(data.shape[1], k, niter=20, nredo=3, seed=cfg.seed, spherical=True, gpu=gpu, verbose=False)
+    km.train(data)
+    _, assign = km.index.search(data, 1)
+    return np.asarray(assign[:, 0], np.int64), f"FAISS k-means ({'GPU' if gpu else 'CPU'})"
 
 
 def build_dendrograms(emb: NDArray[np.float32], labels: NDArray[np.int64], pool: NDArray[np.bool_],
@@ -95,8 +108,8 @@ def build_dendrograms(emb: NDArray[np.float32], labels: NDArray[np.int64], pool:
     for k, c in enumerate(classes):
         idx = np.flatnonzero(pool & (labels == c))
         if len(idx) > cfg.max_exact:
-            groups = _kmeans_groups(emb[idx], cfg)
-            routes[int(c)] = f"k-means into {groups.max() + 1} groups, complete linkage inside each"
+            groups, how = _kmeans_groups(emb[idx], cfg)
+            routes[int(c)] = f"{how} into {len(np.unique(groups))} groups, complete linkage inside each"
             for g in np.unique(groups):
                 sub = idx[groups == g]
                 pieces.append(Piece(int(c), sub, _link(emb[sub], cfg)))

@@ -98,10 +98,32 @@ def test_keep_fraction_is_hit_within_one_image_per_class(fraction: float, per_cl
 def test_large_classes_take_the_kmeans_route_and_say_so() -> None:
     vecs, labels, _ = planted_embeddings(n_groups=30, per_group=10, n_classes=1, seed=2)
     d = build_dendrograms(vecs, labels, np.ones(len(labels), bool), SemanticConfig(max_exact=100, group_size=60))
-    assert d.routes[0].startswith("k-means into 5 groups")
+    assert d.routes[0] == "FAISS k-means (CPU) into 5 groups, complete linkage inside each"
     assert len(d.pieces) == 5 and sum(len(p.indices) for p in d.pieces) == 300
     sel = semantic_selection(d, vecs, keep_fraction=0.5)
     assert abs(len(sel.kept) - 150) <= 1
+
+
+def test_faiss_and_scikit_learn_kmeans_find_the_same_planted_groups(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four tight, far-apart blobs in one class: both k-means routes return exactly those four groups."""
+    import sys
+
+    from core.semantic import _kmeans_groups
+
+    rng = np.random.default_rng(4)
+    centers = np.eye(16, dtype=np.float32)[:4]
+    x = np.repeat(centers, 50, axis=0) + rng.normal(scale=0.02, size=(200, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    truth = np.repeat(np.arange(4), 50)
+    cfg = SemanticConfig(group_size=50)
+    faiss_groups, how = _kmeans_groups(x, cfg)
+    assert how == "FAISS k-means (CPU)"
+    monkeypatch.setitem(sys.modules, "faiss", None)  # as if FAISS were not installed
+    sk_groups, how_sk = _kmeans_groups(x, cfg)
+    assert how_sk == "k-means (scikit-learn)"
+    for groups in (faiss_groups, sk_groups):
+        pairs = {(int(g), int(t)) for g, t in zip(groups, truth)}
+        assert len(pairs) == 4 and len({g for g, _ in pairs}) == 4  # a bijection between groups and blobs
 
 
 def test_random_arm_matches_size_and_class_counts() -> None:
