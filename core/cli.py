@@ -258,6 +258,9 @@ def cmd_scale(args: argparse.Namespace, progress: ProgressFn) -> int:
     from core.hashing import HashConfig
     from core.scale import hash_source
 
+    if args.step in ("embed", "semantic") and args.embedding != "trained":
+        raise ScaleError(f"scale {args.step} embeds with the network trained on the data (--embedding trained); "
+                         f"{args.embedding} runs on one machine: python -m core embed --embedding {args.embedding}")
     out = Path(args.out)
     cfg = HashConfig(args.method, args.hash_size)
     hashed = _timed("hash on Ray", lambda: hash_source(args.source, out, cfg, address=args.address,

@@ -124,6 +124,13 @@ def test_foreign_stale_and_missing_folders_are_refused(job, planted_folder, tmp_
         load_dataset(f"scale:{other}")
 
 
+def test_scale_semantic_refuses_an_embedding_it_would_not_use(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "out"
+    assert main(["scale", "semantic", "--source", f"imagefolder:{tmp_path}", "--out", str(out),
+                 "--embedding", "resnet50"]) == 2
+    assert "--embedding trained" in capsys.readouterr().err and not out.exists()
+
+
 def test_map_draws_a_fixed_sample_above_its_limit() -> None:
     assert np.array_equal(drawn_points(50, 100), np.arange(50))
     a, b = drawn_points(10_000, 300), drawn_points(10_000, 300)
