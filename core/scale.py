@@ -203,17 +203,31 @@ def _tar_members(path: str, mtime_ns: int, size: int) -> dict[str, tuple[int, in
 
 
 def _parquet_row(path: str, row: int) -> bytes:
-    """One row's image bytes, reading only the row group that holds it."""
+    """One row's image bytes, reading only the row group that holds it (kept for the next rows asked)."""
+    st = os.stat(path)
+    starts = _row_group_starts(path, st.st_mtime_ns, st.st_size)
+    g = int(np.searchsorted(starts, row, side="right")) - 1
+    if row < 0 or g < 0 or g >= len(starts) - 1:
+        raise OSError(f"{path} has no row {row}")
+    value = _row_group_images(path, st.st_mtime_ns, st.st_size, g)[row - int(starts[g])].as_py()
+    return bytes(value["bytes"] if isinstance(value, dict) else value)
+
+
+@lru_cache(maxsize=64)
+def _row_group_starts(path: str, mtime_ns: int, size: int) -> NDArray[np.int64]:
+    """First row of each row group, and the row count at the end (from the file's footer)."""
     import pyarrow.parquet as pq
 
-    f = pq.ParquetFile(path)
-    for g in range(f.metadata.num_row_groups):
-        n = f.metadata.row_group(g).num_rows
-        if row < n:
-            value = f.read_row_group(g, columns=["image"]).column("image")[row].as_py()
-            return bytes(value["bytes"] if isinstance(value, dict) else value)
-        row -= n
-    raise OSError(f"{path} has no row {row}")
+    meta = pq.ParquetFile(path).metadata
+    return np.concatenate([[0], np.cumsum([meta.row_group(g).num_rows for g in range(meta.num_row_groups)])])
+
+
+@lru_cache(maxsize=4)
+def _row_group_images(path: str, mtime_ns: int, size: int, group: int) -> Any:
+    """The image column of one row group: thumbnails of neighbouring rows cost one read."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).read_row_group(group, columns=["image"]).column("image")
 
 
 def first_size(shards: list[Shard]) -> tuple[int, int]:

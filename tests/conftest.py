@@ -69,7 +69,7 @@ def sources(planted_folder, tmp_path_factory):  # type: ignore[no-untyped-def]
     base = tmp_path_factory.mktemp("copies")
     pq.write_table(pa.table({"id": rels, "image": [p.read_bytes() for p in files],
                              "label": [r.split("/")[1] for r in rels], "split": [r.split("/")[0] for r in rels]}),
-                   base / "data.parquet")
+                   base / "data.parquet", row_group_size=16)  # several row groups: rows are found across them
     (base / "wds").mkdir()
     for split in ("train", "test"):
         with tarfile.open(base / "wds" / f"{split}-000.tar", "w") as tf:
