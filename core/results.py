@@ -67,6 +67,15 @@ class SourceImages:
             return np.full(self.shape[1:], 128, np.uint8)
 
 
+def results_version(folder: str | Path) -> str:
+    """Changes whenever a job step finishes in `folder` (each step rewrites job.json): a memo key for apps."""
+    try:
+        st = (Path(folder).expanduser() / "job.json").stat()
+    except OSError:
+        return "absent"
+    return f"{st.st_mtime_ns}-{st.st_size}"
+
+
 def open_results(folder: str | Path, on_progress: ProgressFn | None = None) -> Dataset:
     """The Dataset of a `core scale` result folder; DatasetError says what is missing or stale."""
     from core.scale import ScaleError, read_hashes, read_job

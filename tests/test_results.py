@@ -195,6 +195,14 @@ def test_duplicates_only_folder_explains_the_missing_embedding(local_ray, plante
     semantic = _page("pages/semantic.py", f"scale:{out}")
     assert not semantic.exception and not semantic.error
     assert any("python -m core scale semantic" in i.value for i in semantic.info)
+    from core.results import results_version
+
+    before = results_version(out)
+    assert main(["scale", "semantic", "--source", f"imagefolder:{planted_folder[0]}", "--out", str(out),
+                 "--epochs", "2"]) == 0
+    assert results_version(out) != before  # the app's memo key: the folder is reopened, not served stale
+    semantic = _page("pages/semantic.py", f"scale:{out}")
+    assert not semantic.exception and _metric(semantic, "Kept (required)") == "49"
 
 
 def test_export_from_a_result_folder_copies_the_source_files(job, tmp_path) -> None:  # type: ignore[no-untyped-def]

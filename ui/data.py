@@ -22,6 +22,7 @@ from core.embedding import EmbedConfig, Embeddings, EmbeddingUnavailable, embed
 from core.hashing import HashConfig
 from core.jobs import JobRegistry
 from core.projection import Projection, UmapConfig, cached_projection
+from core.results import results_version
 from core.semantic import Dendrograms, cached_dendrograms
 from core.types import Progress
 from ui.state import check_allowed
@@ -88,7 +89,9 @@ def dataset(spec: str) -> Dataset:
     refused = check_allowed(spec)
     if refused:
         raise DatasetError(refused)
-    return remembered(f"ds:{spec}", "Opening the dataset", lambda p: load_dataset(spec, on_progress=p))
+    source, _, path = spec.partition(":")
+    version = f":{results_version(path)}" if source.strip().lower() == "scale" else ""  # a finished step reopens it
+    return remembered(f"ds:{spec}{version}", "Opening the dataset", lambda p: load_dataset(spec, on_progress=p))
 
 
 def dup_index(ds: Dataset, method: str, size: int) -> DuplicateIndex:
