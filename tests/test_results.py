@@ -170,6 +170,19 @@ def test_pages_show_the_numbers_of_the_source(job) -> None:  # type: ignore[no-u
     assert any("Retraining needs every training image" in i.value for i in experiments.info)
 
 
+def test_allow_list_covers_the_source_of_a_result_folder(job, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    root, out = job
+    monkeypatch.setenv("REDEX_DATA_ROOTS", str(out.parent))  # the result folder, not the images it points to
+    refused = _page("pages/home.py", f"scale:{out}")
+    assert not refused.exception and refused.error
+    assert "come from imagefolder:" in refused.error[0].value and "outside the folders" in refused.error[0].value
+    monkeypatch.setenv("REDEX_DATA_ROOTS", os.pathsep.join([str(out.parent), str(root.parent)]))
+    allowed = _page("pages/home.py", f"scale:{out}")
+    assert not allowed.exception and not allowed.error
+
+
 def test_map_of_a_result_folder_draws_its_sample(job) -> None:  # type: ignore[no-untyped-def]
     _, out = job
     at = _page("pages/map.py", f"scale:{out}", map_max_points=30)

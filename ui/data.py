@@ -91,7 +91,11 @@ def dataset(spec: str) -> Dataset:
         raise DatasetError(refused)
     source, _, path = spec.partition(":")
     version = f":{results_version(path)}" if source.strip().lower() == "scale" else ""  # a finished step reopens it
-    return remembered(f"ds:{spec}{version}", "Opening the dataset", lambda p: load_dataset(spec, on_progress=p))
+    ds = remembered(f"ds:{spec}{version}", "Opening the dataset", lambda p: load_dataset(spec, on_progress=p))
+    refused = check_allowed(ds.precomputed.source) if ds.precomputed is not None else None
+    if refused:  # a Ray result folder shows images from its job's source: that must be allowed too
+        raise DatasetError(f"the images of this result folder come from {ds.precomputed.source}, and {refused}")
+    return ds
 
 
 def dup_index(ds: Dataset, method: str, size: int) -> DuplicateIndex:
