@@ -70,9 +70,15 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> Any:
         if address:
             ray.init(address=address, runtime_env=env, log_to_driver=False)
         else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, runtime_env=env)
+            # "local": always a new instance, never a cluster `ray start` left running on this machine
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                     runtime_env=env)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
-        raise ScaleError(f"cannot reach a Ray cluster at {address or 'a new local instance'}: {exc}") from None
+        hint = (" (a cluster with token authentication, the default of `ray start` since Ray 2.59, needs "
+                "RAY_AUTH_MODE=token here and its token, from `ray get-auth-token` on the head, in "
+                "~/.ray/auth_token or RAY_AUTH_TOKEN; on a node of the cluster, --address auto finds both)"
+                ) if address else ""
+        raise ScaleError(f"cannot reach a Ray cluster at {address or 'a new local instance'}: {exc}{hint}") from None
     from ray.data import DataContext
 
     DataContext.get_current().execution_options.preserve_order = True

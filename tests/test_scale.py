@@ -120,3 +120,44 @@ def test_embedding_on_ray_actors_equals_single_machine(local_ray, sources, tmp_p
     single = embed(ds, cfg).vectors
     assert vectors.shape == single.shape
     np.testing.assert_allclose(vectors, single, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_joins_an_existing_cluster_by_address(planted_folder, tmp_path: Path) -> None:
+    """The README's route: `ray start --head` (token authentication on), then --address HOST:PORT."""
+    import secrets
+    import signal
+    import socket
+    import time
+
+    root, _ = planted_folder
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    head = subprocess.Popen([ray_cli, "start", "--head", "--block", "--port", str(port), "--num-cpus", "2",
+                             "--include-dashboard", "false", "--disable-usage-stats"],
+                            env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        res = _cli("scale", "duplicates", "--source", f"imagefolder:{root}", "--out", str(tmp_path / "out"),
+                   "--address", f"127.0.0.1:{port}", env=env)
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert "Connecting to existing Ray cluster" in res.stderr
+        single = _cli("duplicates", "--dataset", f"imagefolder:{root}")
+        line = [x for x in single.stdout.splitlines() if x.startswith("train/test leakage")][0]
+        assert line in res.stdout
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)  # this head and its processes only, not any other Ray here
+        head.wait(timeout=60)
+        current = Path("/tmp/ray/ray_current_cluster")  # `ray start` names its head here for address="auto"
+        if current.exists() and current.read_text().strip().endswith(f":{port}"):
+            current.unlink()
