@@ -276,6 +276,15 @@ def _write_atomic(table: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _test_kill_point(step: str, index: int, out: Path) -> None:
+    """Fault injection for the tests: REDEX_TEST_KILL=STEP:SHARD makes this worker die once, mid-job."""
+    if os.environ.get("REDEX_TEST_KILL") == f"{step}:{index}":
+        marker = out / f"killed-{step}-{index}"
+        if not marker.exists():
+            marker.write_text("x")
+            os._exit(1)
+
+
 def hash_shard(shard: Shard, size: tuple[int, int], cfg: HashConfig, out_dir: str) -> dict[str, Any]:
     """Decode and hash one shard into out_dir/hashes/shard-NNNNN.parquet (skipped if already there)."""
     import pyarrow as pa
@@ -283,11 +292,7 @@ def hash_shard(shard: Shard, size: tuple[int, int], cfg: HashConfig, out_dir: st
     path = Path(out_dir) / "hashes" / f"shard-{shard.index:05d}.parquet"
     if path.exists():
         return {"shard": shard.index, "written": False}
-    if os.environ.get("REDEX_TEST_KILL_SHARD") == str(shard.index):  # tests: die once, mid-job
-        marker = Path(out_dir) / f"killed-{shard.index}"
-        if not marker.exists():
-            marker.write_text("x")
-            os._exit(1)
+    _test_kill_point("hash", shard.index, Path(out_dir))
     meta, images, sizes, bad = decode_shard(shard, size)
     codes = hash_images(images, cfg) if len(images) else np.zeros((0, cfg.bits // 8), np.uint8)
     table = pa.table({"id": [m[0] for m in meta], "path": [m[3] for m in meta], "class": [m[1] for m in meta],
@@ -565,6 +570,7 @@ class ShardEmbedder:
             shard = Shard(**{**d, "items": tuple(map(tuple, d["items"]))})
             path = self.out / "embeddings" / f"shard-{shard.index:05d}.npy"
             if not path.exists():
+                _test_kill_point("embed", shard.index, self.out)
                 _, images, _, _ = decode_shard(shard, self.size)
                 feats = predict_features(self.model, to_tensor(images, self.device), self.mean, self.std)
                 vecs = feats.cpu().numpy().astype(np.float32)

@@ -88,9 +88,9 @@ def test_worker_killed_mid_job_then_same_result(sources, tmp_path) -> None:  # t
     root, _, _ = sources
     out = tmp_path / "out"
     killed = _cli("scale", "duplicates", "--source", f"imagefolder:{root}", "--out", str(out), "--workers", "2",
-                  env={"REDEX_TEST_KILL_SHARD": "0"})
+                  env={"REDEX_TEST_KILL": "hash:0"})
     assert killed.returncode == 0, killed.stderr[-3000:]
-    assert (out / "killed-0").exists(), "the worker for shard 0 was meant to die once"
+    assert (out / "killed-hash-0").exists(), "the worker for shard 0 was meant to die once"
     assert not list(out.rglob("*.tmp-*")), "no partial shard is left behind"
     single = _cli("duplicates", "--dataset", f"imagefolder:{root}")
     line = [x for x in single.stdout.splitlines() if x.startswith("train/test leakage")][0]
@@ -99,6 +99,24 @@ def test_worker_killed_mid_job_then_same_result(sources, tmp_path) -> None:  # t
 
     table = pq.read_table(out / "duplicates.parquet").to_pydict()
     assert len(table["id"]) == len(set(table["id"])) == 75  # every image once: no shard read twice
+
+
+def test_embedding_actor_killed_mid_job_then_same_vectors(sources, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """An embedding actor dies on shard 0; Ray restarts it and the job's vectors equal an undisturbed run."""
+    import pyarrow.parquet as pq
+
+    root, _, _ = sources
+    runs = {}
+    for name, env in (("killed", {"REDEX_TEST_KILL": "embed:0"}), ("clean", {})):
+        out = tmp_path / name
+        res = _cli("scale", "embed", "--source", f"imagefolder:{root}", "--out", str(out), "--workers", "2",
+                   "--epochs", "2", env=env)
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert not list(out.rglob("*.tmp-*")), "no partial shard is left behind"
+        runs[name] = pq.read_table(out / "embeddings.parquet").to_pydict()
+    assert (tmp_path / "killed" / "killed-embed-0").exists(), "the actor for shard 0 was meant to die once"
+    assert runs["killed"]["id"] == runs["clean"]["id"] and len(set(runs["killed"]["id"])) == 75
+    np.testing.assert_array_equal(np.array(runs["killed"]["embedding"]), np.array(runs["clean"]["embedding"]))
 
 
 def test_unreachable_cluster_is_one_line_and_writes_nothing(tmp_path: Path, planted_folder) -> None:  # type: ignore[no-untyped-def]
