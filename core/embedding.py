@@ -201,12 +201,20 @@ def embed(ds: Dataset, cfg: EmbedConfig = EmbedConfig(), *, download: bool = Fal
     return Embeddings(arrays["vectors"].astype(np.float32), json.loads(str(arrays["info"])), key)
 
 
-def _precomputed(ds: Dataset, cfg: EmbedConfig) -> Embeddings:
+def missing_embeddings(ds: Dataset) -> str | None:
+    """Why `ds` has no embedding to cluster (a Ray result folder without its semantic step), or None."""
     pre = ds.precomputed
-    if pre is None or pre.vectors is None:
-        raise EmbeddingUnavailable(
-            f"{ds.name} has no embeddings: its Ray job ran without the semantic step; run `python -m core scale "
-            f"semantic --source {pre.source if pre else 'SOURCE'} --out FOLDER` to add them")
+    if ds.in_memory or (pre is not None and pre.vectors is not None):
+        return None
+    return (f"This Ray result folder has no embeddings (its job ran without the semantic step): run "
+            f"`python -m core scale semantic --source {pre.source if pre else 'SOURCE'} --out FOLDER` to add them.")
+
+
+def _precomputed(ds: Dataset, cfg: EmbedConfig) -> Embeddings:
+    missing = missing_embeddings(ds)
+    pre = ds.precomputed
+    if missing or pre is None or pre.vectors is None:
+        raise EmbeddingUnavailable(missing or f"{ds.name} has no embeddings")
     if cfg.model != pre.embed_info.get("model", "trained"):
         raise EmbeddingUnavailable(f"{ds.name} holds the {pre.embed_info.get('model', 'trained')} embedding its Ray "
                                    f"job computed, not {cfg.model}")

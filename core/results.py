@@ -24,7 +24,7 @@ from core.types import Images, ProgressFn, report
 
 log = logging.getLogger("redex.results")
 
-EMBEDDING_FILES = ("semantic.parquet", "embeddings.parquet")  # the first one present is used
+EMBEDDING_FILES = ("semantic.parquet", "embeddings.parquet")  # the newest one holding embeddings is used
 
 
 class SourceImages:
@@ -115,10 +115,8 @@ def _embeddings(out: Path, ids: list[str]) -> NDArray[np.float32] | None:
     """The job's embedding vectors in source order, or None; stale files (other ids) are refused."""
     import pyarrow.parquet as pq
 
-    for name in EMBEDDING_FILES:
-        path = out / name
-        if not path.exists():
-            continue
+    present = [out / name for name in EMBEDDING_FILES if (out / name).exists()]
+    for path in sorted(present, key=lambda f: f.stat().st_mtime_ns, reverse=True):
         table = pq.read_table(path, columns=["id", "embedding"]) if "embedding" in pq.read_schema(
             path).names else None
         if table is None:

@@ -7,10 +7,10 @@ import streamlit as st
 
 from core.datasets import SOURCES, TEST
 from core.duplicates import leaked_test_images
-from core.embedding import MODELS
+from core.embedding import MODELS, missing_embeddings
 from core.hashing import METHODS
 from core.scale import job_summary
-from ui.common import current_hash_selection, current_semantic_selection, open_dataset, semantic_unavailable
+from ui.common import current_hash_selection, current_semantic_selection, open_dataset
 from ui.state import ensure_state
 
 ensure_state()
@@ -55,8 +55,8 @@ h = st.columns(3)
 h[0].metric(f"Near-duplicates ({index.config.label}, ≤ {st.session_state['radius']} bits)",
             f"{len(hash_sel.removed):,} removed", f"-{100 * (1 - hash_sel.kept_fraction):.1f}% of train",
             delta_color="off")
-if semantic_unavailable(ds):
-    h[1].metric("Semantic redundancy", "no embeddings", help=semantic_unavailable(ds))
+if missing_embeddings(ds):
+    h[1].metric("Semantic redundancy", "no embeddings", help=missing_embeddings(ds))
 else:
     _, _, sem_sel = current_semantic_selection(ds)
     h[1].metric("Semantic redundancy", f"{len(sem_sel.removed):,} removed",

@@ -10,6 +10,7 @@ import streamlit as st
 
 from core.datasets import Dataset, DatasetError
 from core.duplicates import hash_selection
+from core.embedding import missing_embeddings
 from core.selection import Selection
 from core.semantic import semantic_selection
 from ui import data
@@ -61,19 +62,10 @@ def current_hash_selection(ds: Dataset) -> tuple[Any, Selection]:
     return index, hash_selection(ds, index, radius, ss["keep_policy"])
 
 
-def semantic_unavailable(ds: Dataset) -> str | None:
-    """Why `ds` has no embedding to cluster (a Ray result folder without its semantic step), or None."""
-    pre = ds.precomputed
-    if ds.in_memory or (pre is not None and pre.vectors is not None):
-        return None
-    return (f"This Ray result folder has no embeddings (its job ran without the semantic step): run "
-            f"`python -m core scale semantic --source {pre.source if pre else 'SOURCE'} --out FOLDER` to add them.")
-
-
 def current_semantic_selection(ds: Dataset) -> tuple[Any, Any, Selection]:
     """The semantic subset of the current settings; a page without embeddings to cluster says why and stops."""
     ss = st.session_state
-    reason = semantic_unavailable(ds)
+    reason = missing_embeddings(ds)
     if reason:
         st.info(reason, icon=":material/info:")
         st.stop()
