@@ -46,6 +46,7 @@ def test_result_folder_is_the_same_dataset(job) -> None:  # type: ignore[no-unty
 
 def test_result_folder_holds_what_the_job_decided(job) -> None:  # type: ignore[no-untyped-def]
     """The kept sets the app computes from the folder are the ones the job wrote (same cut, same rule)."""
+    import pandas as pd
     import pyarrow.parquet as pq
 
     from core.embedding import embed
@@ -55,6 +56,8 @@ def test_result_folder_holds_what_the_job_decided(job) -> None:  # type: ignore[
     ds = load_dataset(f"scale:{out}")
     sem = pq.read_table(out / "semantic.parquet").to_pydict()
     assert list(sem) == ["id", "path", "class", "split", "hash", "cluster", "kept", "reason", "embedding"]
+    frame = pd.read_parquet(out / "semantic.parquet")  # plain Parquet: pandas reads it as it is
+    assert len(frame) == len(ds) and frame["embedding"].iloc[0].shape == (len(sem["embedding"][0]),)
     emb = embed(ds)
     assert emb.vectors.shape == (len(ds), len(sem["embedding"][0]))
     dendro = build_dendrograms(emb.vectors, ds.labels, ds.split == 0)
