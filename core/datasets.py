@@ -75,9 +75,17 @@ class Precomputed:
 
     codes: dict[tuple[str, int], NDArray[np.uint8]]  # (hash method, hash size) -> (N, bytes) codes
     vectors: NDArray[np.float32] | None = None  # (N, D) unit embeddings, or None when the job had no semantic step
-    embed_info: dict[str, Any] = field(default_factory=dict)
-    source: str = ""  # the job's --source
     job: dict[str, Any] = field(default_factory=dict)  # the job's record (job.json): its steps and their figures
+
+    @property
+    def source(self) -> str:
+        """The job's --source, as it resolved it."""
+        return str(self.job.get("source", ""))
+
+    @property
+    def embed_info(self) -> dict[str, Any]:
+        """How the job's embedding network was made (arch, epochs, test accuracy), or {}."""
+        return dict(self.job.get("embedding", {}))
 
 
 @dataclass(frozen=True, eq=False)
@@ -141,9 +149,10 @@ def fingerprint_arrays(*arrays: NDArray[Any], extra: str = "") -> str:
     return h.hexdigest()
 
 
-def _make(name: str, images: Images, labels: NDArray[Any], split: NDArray[Any], classes: tuple[str, ...],
+def make_dataset(name: str, images: Images, labels: NDArray[Any], split: NDArray[Any], classes: tuple[str, ...],
           ids: NDArray[np.str_], sizes: NDArray[Any] | None = None, root: str | None = None,
           skipped: tuple[Skipped, ...] = (), fingerprint: str | None = None) -> Dataset:
+    """A Dataset from arrays: gray images get their channel axis, the fingerprint covers pixels, labels and ids."""
     if images.ndim == 3:
         images = images[..., None]
     labels = np.asarray(labels, dtype=np.int64)
@@ -169,7 +178,7 @@ def load_digits() -> Dataset:
     split = np.zeros(len(labels), np.int8)
     split[test_idx] = TEST
     ids = np.array([f"digits/{SPLIT_NAMES[s]}/{i:04d}" for i, s in enumerate(split)])
-    return _make("digits", images, labels, split, tuple(str(c) for c in range(10)), ids)
+    return make_dataset("digits", images, labels, split, tuple(str(c) for c in range(10)), ids)
 
 
 # --- torchvision datasets ----------------------------------------------------------------------
@@ -209,7 +218,7 @@ def load_torchvision(source: str, root: str | Path, download: bool = False) -> D
     split = np.concatenate([p[2] for p in parts])
     ids = np.array([f"{source}/{SPLIT_NAMES[s]}/{i}" for s, n in enumerate([len(p[1]) for p in parts])
                     for i in range(n)])
-    return _make(source, images, labels, split, classes, ids, root=str(root))
+    return make_dataset(source, images, labels, split, classes, ids, root=str(root))
 
 
 # --- image folders -------------------------------------------------------------------------------
@@ -436,7 +445,7 @@ def load_image_folder(root: str | Path, image_size: int | None = None, workers: 
     if len(meta["labels"]) == 0:
         raise DatasetError(f"no readable images under {root}: {len(skipped)} files skipped")
     fp = fingerprint_arrays(meta["labels"], meta["split"], meta["ids"], extra=manifest["digest"] + json.dumps(classes))
-    return _make(f"imagefolder:{root}", images, meta["labels"], meta["split"], tuple(manifest["classes"]),
+    return make_dataset(f"imagefolder:{root}", images, meta["labels"], meta["split"], tuple(manifest["classes"]),
                  meta["ids"], sizes, str(root), skipped, fp)
 
 

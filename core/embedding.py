@@ -219,7 +219,7 @@ def _precomputed(ds: Dataset, cfg: EmbedConfig) -> Embeddings:
         raise EmbeddingUnavailable(f"{ds.name} holds the {pre.embed_info.get('model', 'trained')} embedding its Ray "
                                    f"job computed, not {cfg.model}")
     key = cache.make_key("embed-precomputed", pre.embed_info, ds.fingerprint)
-    return Embeddings(pre.vectors, dict(pre.embed_info), key)
+    return Embeddings(pre.vectors, pre.embed_info, key)
 
 
 def _json(info: dict[str, Any]) -> str:

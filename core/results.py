@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 
 from core.datasets import Dataset, DatasetError, Precomputed, Skipped, decode_image, fingerprint_arrays
 from core.hashing import HashConfig
+from core.scale import ScaleError, read_hashes, read_job, read_location
 from core.types import Images, ProgressFn, report
 
 log = logging.getLogger("redex.results")
@@ -56,8 +57,6 @@ class SourceImages:
         return out
 
     def _one(self, i: int) -> Images:
-        from core.scale import read_location
-
         try:
             arr, _ = decode_image(read_location(self.locations[i]), self.size)
             return arr
@@ -78,8 +77,6 @@ def results_version(folder: str | Path) -> str:
 
 def open_results(folder: str | Path, on_progress: ProgressFn | None = None) -> Dataset:
     """The Dataset of a `core scale` result folder; DatasetError says what is missing or stale."""
-    from core.scale import ScaleError, read_hashes, read_job
-
     out = Path(folder).expanduser().resolve()
     try:
         job = read_job(out)
@@ -103,8 +100,7 @@ def open_results(folder: str | Path, on_progress: ProgressFn | None = None) -> D
         parts.append(vectors)
     fp = fingerprint_arrays(*parts, extra=json.dumps([job["source"], job["hash"], job["classes"]]))
     kind, _, source_path = str(job["source"]).partition(":")  # stored resolved by the job
-    pre = Precomputed({(cfg.method, cfg.hash_size): hashed.codes}, vectors, dict(job.get("embedding", {})),
-                      job["source"], job)
+    pre = Precomputed({(cfg.method, cfg.hash_size): hashed.codes}, vectors, job)
     return Dataset(f"scale:{out}", SourceImages(hashed.paths, (int(job["size"][0]), int(job["size"][1]))), labels,
                    split, tuple(job["classes"]), ids, hashed.sizes, fp,
                    root=source_path if kind == "imagefolder" else None,

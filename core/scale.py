@@ -156,9 +156,7 @@ def read_shard(shard: Shard) -> list[tuple[str, str, int, bytes | str, str]]:
     if shard.kind == "imagefolder":
         return [(rel, cls, split, p, p) for rel, cls, split in shard.items for p in [os.path.join(shard.path, rel)]]
     if shard.kind == "parquet":
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(shard.path).slice(shard.start, shard.stop - shard.start).to_pylist()
+        table = _parquet_rows(shard.path, shard.start, shard.stop).to_pylist()
         out = []
         for k, r in enumerate(table):
             img = r["image"]["bytes"] if isinstance(r["image"], dict) else r["image"]
@@ -217,6 +215,17 @@ def _parquet_row(path: str, row: int) -> bytes:
         raise OSError(f"{path} has no row {row}")
     value = _row_group_images(path, st.st_mtime_ns, st.st_size, g)[row - int(starts[g])].as_py()
     return bytes(value["bytes"] if isinstance(value, dict) else value)
+
+
+def _parquet_rows(path: str, start: int, stop: int) -> Any:
+    """Rows [start, stop) of a Parquet file, reading only the row groups that hold them."""
+    import pyarrow.parquet as pq
+
+    st = os.stat(path)
+    starts = _row_group_starts(path, st.st_mtime_ns, st.st_size)
+    first, last = (int(np.searchsorted(starts, r, side="right")) - 1 for r in (start, stop - 1))
+    table = pq.ParquetFile(path).read_row_groups(list(range(first, last + 1)))
+    return table.slice(start - int(starts[first]), stop - start)
 
 
 @lru_cache(maxsize=64)
@@ -509,7 +518,7 @@ def decoded_dataset(spec: str, hashed: Hashed, *, address: str | None = None, nu
     Ray tasks. Above `max_images`, an even spread of shards is taken, so every part of the source
     (and with sorted sources, every class) is represented.
     """
-    from core.datasets import fingerprint_arrays, load_image_folder
+    from core.datasets import load_image_folder, make_dataset
 
     kind, path = parse_source(spec)
     if kind == "imagefolder" and len(hashed.ids) <= max_images:
@@ -531,13 +540,9 @@ def decoded_dataset(spec: str, hashed: Hashed, *, address: str | None = None, nu
         images.append(imgs)
         report(on_progress, "decode shards", k + 1, len(refs))
     label_of = {c: k for k, c in enumerate(hashed.classes)}
-    pixels = np.concatenate(images)
-    labels = np.array([label_of[m[1]] for m in metas], np.int64)
-    split = np.array([m[2] for m in metas], np.int8)
-    ids = np.array([m[0] for m in metas])
-    fp = fingerprint_arrays(pixels, labels, split, ids, extra=json.dumps(hashed.classes))
-    return Dataset(f"{spec} (decoded: {len(ids):,} images)", pixels, labels, split, hashed.classes, ids,
-                   np.tile(np.array(size, np.int32), (len(ids), 1)), fp)
+    return make_dataset(f"{spec} (decoded: {len(metas):,} images)", np.concatenate(images),
+                        np.array([label_of[m[1]] for m in metas]), np.array([m[2] for m in metas]), hashed.classes,
+                        np.array([m[0] for m in metas]))
 
 
 class ShardEmbedder:
