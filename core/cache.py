@@ -203,10 +203,3 @@ def cached_dir(key: str, build: Callable[[Path], None], validate: Callable[[Path
         return validate(path)
 
     return _cached(path, produce, validate, lambda p, v: None)
-
-
-def invalidate(key: str) -> None:
-    """Delete every entry stored under `key` (used when a consumer finds an entry unusable)."""
-    for path in cache_dir().glob(f"{key}*"):
-        if ".tmp-" not in path.name:
-            _remove(path)

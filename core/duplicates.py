@@ -116,11 +116,6 @@ class Groups:
     def n_images(self) -> int:
         return int(self.offsets[-1])
 
-    @property
-    def n_redundant(self) -> int:
-        """Images that would go if each group kept one."""
-        return self.n_images - len(self)
-
 
 def _distance_matrix(words: NDArray[np.uint64]) -> NDArray[np.int16]:
     out: NDArray[np.int16] = np.bitwise_count(words[:, None, :] ^ words[None, :, :]).sum(axis=2).astype(np.int16)
