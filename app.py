@@ -8,6 +8,7 @@ from core.device import describe
 from ui.data import cache_status
 from ui.pages import PAGES
 from ui.state import ensure_state
+from ui.steps import sidebar_jobs
 
 st.set_page_config(page_title="Redundancy Explorer", page_icon=":material/filter_alt:", layout="wide")
 ensure_state()
@@ -17,4 +18,5 @@ with st.sidebar:
     st.text(st.session_state["dataset"])
     st.caption(f"Device: {describe()}")
     st.caption(cache_status())
+    sidebar_jobs()
 nav.run()

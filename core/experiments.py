@@ -158,7 +158,8 @@ def run_arm(ds: Dataset, arm: Arm, sel: Selection, recipe: TrainConfig, *, on_pr
     def compute() -> dict[str, Any]:
         images = ds.pixels("retraining")
         _, result, _ = train(np.asarray(images[kept]), ds.labels[kept], len(ds.classes), seeded,
-                             x_eval=np.asarray(images[te]), y_eval=ds.labels[te], on_progress=on_progress, stop=stop)
+                             x_eval=np.asarray(images[te]), y_eval=ds.labels[te], ids=kept,
+                             on_progress=on_progress, stop=stop)
         return {"accuracy": result.accuracy, "seconds": result.seconds, "epochs": result.epochs,
                 "n_train": result.n_train, "device": result.device}
 

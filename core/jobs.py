@@ -35,6 +35,7 @@ class Job:
     message: str = ""
     result: Any = None
     error: str | None = None
+    exception: BaseException | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     created: float = field(default_factory=time.time)
     finished: float | None = None
@@ -44,9 +45,16 @@ class Job:
         return self.status in (QUEUED, RUNNING)
 
     def progress(self, p: Progress) -> None:
-        """A ProgressFn: the job's function passes this to core."""
+        """A ProgressFn: the job's function passes this to core.
+
+        It raises Cancelled once the job is cancelled, so any core step that reports progress
+        stops at its next report, even one that takes no stop event.
+        """
+        if self.stop.is_set():
+            raise Cancelled(f"{self.label or self.key} cancelled")
         self.fraction = p.fraction
-        self.message = f"{p.phase} {p.message}".strip()
+        counted = f" {p.done:,}/{p.total:,}" if p.total else ""
+        self.message = f"{p.phase}{counted} {p.message}".strip()
 
 
 class JobRegistry:
@@ -88,7 +96,7 @@ class JobRegistry:
             job.status = CANCELLED
         except Exception as exc:  # the job reports any failure; the worker thread must survive it
             log.exception("job %s failed", job.key)
-            job.status, job.error = FAILED, f"{type(exc).__name__}: {exc}"
+            job.status, job.error, job.exception = FAILED, f"{type(exc).__name__}: {exc}", exc
         finally:
             job.finished = time.time()
 
@@ -100,6 +108,13 @@ class JobRegistry:
             job.stop.set()
             if job.status == QUEUED:
                 job.status = CANCELLED
+
+    def forget(self, key: str) -> None:
+        """Drop a job that is no longer active (its result is elsewhere, or it is to be started again)."""
+        with self._lock:
+            job = self._jobs.get(key)
+            if job is not None and not job.active:
+                del self._jobs[key]
 
     def get(self, key: str) -> Job | None:
         return self._jobs.get(key)
@@ -116,5 +131,5 @@ class JobRegistry:
         deadline = time.time() + timeout
         job = self._jobs[key]
         while job.active and time.time() < deadline:
-            time.sleep(0.05)
+            time.sleep(0.02)
         return job

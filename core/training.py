@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import nn
 
+from core import cache
 from core.device import describe, pick_device
 from core.models import VERSIONS, build_model, resolve_arch
 from core.types import Cancelled, Images, ProgressFn, report
@@ -67,22 +69,32 @@ def _normaliser(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return flat.mean(1).view(1, -1, 1, 1), flat.std(1).clamp_min(1.0).view(1, -1, 1, 1)
 
 
-def _augment(x: torch.Tensor, flip: bool, pad: int, gen: torch.Generator) -> torch.Tensor:
-    """Random horizontal flip and random translation by up to `pad` pixels (reflect padding)."""
+def _augment(x: torch.Tensor, flip: torch.Tensor | None, sy: torch.Tensor | None, sx: torch.Tensor | None,
+             pad: int) -> torch.Tensor:
+    """Horizontal flip where `flip` is set; translation by (sy - pad, sx - pad) pixels (reflect padding)."""
     n, c, h, w = x.shape
-    if flip:
-        mask = (torch.rand(n, generator=gen) < 0.5).to(x.device).view(-1, 1, 1, 1)
-        x = torch.where(mask, x.flip(3), x)
-    if pad:
+    if flip is not None:
+        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+    if pad and sy is not None and sx is not None:
         xp = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-        sy = torch.randint(0, 2 * pad + 1, (n,), generator=gen).to(x.device)
-        sx = torch.randint(0, 2 * pad + 1, (n,), generator=gen).to(x.device)
         rows = (sy[:, None] + torch.arange(h, device=x.device)).view(n, 1, h, 1)
         cols = (sx[:, None] + torch.arange(w, device=x.device)).view(n, 1, 1, w)
         idx = torch.arange(n, device=x.device).view(n, 1, 1, 1)
         ch = torch.arange(c, device=x.device).view(1, c, 1, 1)
         x = xp[idx, ch, rows, cols]
     return x
+
+
+def _epoch_augmentation(seed: int, epoch: int, n_ids: int, pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each image's flip and shift for one epoch, drawn per image id, not per batch position.
+
+    Two runs with the same seed on different subsets of one dataset then show every image they
+    share the same way in every epoch: the arms of a paired experiment differ only in data.
+    """
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    flip = torch.rand(n_ids, generator=gen) < 0.5
+    shifts = torch.randint(0, 2 * pad + 1, (2, n_ids), generator=gen)
+    return flip, shifts[0], shifts[1]
 
 
 @torch.inference_mode()
@@ -111,13 +123,56 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mean: torch.Ten
     return float((logits.argmax(1) == y).float().mean().item())
 
 
+TRAINING_VERSION = 2  # 2: augmentation drawn per image id; resumable per-epoch checkpoints
+
+
+def _lr_factor(step: int, total: int, warm: int) -> float:
+    """Triangular one-cycle: linear warm-up over `warm` steps, then linear decay to 0."""
+    return (step + 1) / warm if step < warm else max(0.0, (total - step) / max(1, total - warm))
+
+
+def _save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, epoch: int, seconds: float,
+                     losses: list[float]) -> None:
+    """Weights, momentum buffers and progress after `epoch` epochs, written atomically."""
+    momenta = {f"momentum/{i}": opt.state[p]["momentum_buffer"].detach().cpu().numpy()
+               for i, p in enumerate(p for g in opt.param_groups for p in g["params"]) if p in opt.state}
+    cache.write_npz(path, {**state_to_arrays(model), **momenta, "epoch": np.array(epoch),
+                           "seconds": np.array(seconds), "losses": np.array(losses, np.float64)})
+
+
+def _load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer) -> tuple[int, float, list[float]]:
+    """Restore a checkpoint into model and opt; (0, 0, []) when there is none or it is unreadable."""
+    if not path.exists():
+        return 0, 0.0, []
+    try:
+        arrays = cache.read_npz(path)
+        arrays_to_state(model, arrays)
+        params = [p for g in opt.param_groups for p in g["params"]]
+        for i, p in enumerate(params):
+            buf = arrays.get(f"momentum/{i}")
+            if buf is not None:
+                opt.state[p]["momentum_buffer"] = torch.from_numpy(np.array(buf)).to(p.device)
+        epoch = int(arrays["epoch"])
+    except (OSError, ValueError, KeyError, RuntimeError, EOFError) as exc:  # a damaged checkpoint restarts training
+        log.warning("checkpoint %s is unreadable (%s); training from epoch 1", path.name, exc)
+        path.unlink(missing_ok=True)
+        return 0, 0.0, []
+    log.info("resuming from %s after epoch %d", path.name, epoch)
+    return epoch, float(arrays["seconds"]), [float(v) for v in arrays["losses"]]
+
+
 def train(x_train: Images, y_train: NDArray[np.int64], n_classes: int, cfg: TrainConfig, *,
           x_eval: Images | None = None, y_eval: NDArray[np.int64] | None = None,
+          ids: NDArray[np.int64] | None = None, checkpoint: Path | None = None,
           on_progress: ProgressFn | None = None, stop: threading.Event | None = None,
           device: str | None = None) -> tuple[nn.Module, TrainResult, dict[str, Any]]:
     """Train `cfg.arch` from scratch; returns the model, its result and its normaliser.
 
-    Raises Cancelled as soon as `stop` is set (checked every batch).
+    `ids` are the rows' indices in the whole dataset (default 0..N-1): the augmentation of an
+    image depends on (seed, epoch, id) only. With `checkpoint`, the state is saved atomically
+    after every epoch and a run finds it and resumes after the last finished epoch; the caller
+    deletes it once the result is stored. Raises Cancelled as soon as `stop` is set (checked
+    every batch); the last checkpoint stays.
     """
     device = device or pick_device()
     torch.manual_seed(cfg.seed)
@@ -126,6 +181,8 @@ def train(x_train: Images, y_train: NDArray[np.int64], n_classes: int, cfg: Trai
     x = to_tensor(x_train, device)
     y = torch.from_numpy(np.asarray(y_train, np.int64)).to(device)
     n, c, h, w = x.shape
+    ids_t = torch.from_numpy(np.asarray(ids if ids is not None else np.arange(n), np.int64))
+    n_ids = int(ids_t.max()) + 1 if n else 0
     mean, std = _normaliser(x)
     model = build_model(cfg.arch, c, n_classes, min(h, w)).to(device).to(memory_format=torch.channels_last)
     flip = cfg.augment == "auto" and c == 3
@@ -137,48 +194,69 @@ def train(x_train: Images, y_train: NDArray[np.int64], n_classes: int, cfg: Trai
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
     warm = max(1, int(cfg.warmup * total))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (total - s) / max(1, total - warm)))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    losses: list[float] = []
-    step = 0
-    for epoch in range(cfg.epochs):
+    first, before, losses = _load_checkpoint(checkpoint, model, opt) if checkpoint is not None else (0, 0.0, [])
+    for _ in range(first):  # the batch order of finished epochs, so later epochs draw the same ones
+        torch.randperm(n, generator=gen)
+    for epoch in range(first, cfg.epochs):
         model.train()
         perm = torch.randperm(n, generator=gen).to(device)
+        flips, sys_, sxs = _epoch_augmentation(cfg.seed, epoch, n_ids, pad)
         running = torch.zeros((), device=device)
-        for lo in range(0, n, cfg.batch_size):
+        correct = torch.zeros((), device=device)
+        for k, lo in enumerate(range(0, n, cfg.batch_size)):
             if stop is not None and stop.is_set():
                 raise Cancelled("training cancelled")
+            step = epoch * steps_per_epoch + k
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr * _lr_factor(step, total, warm)
             idx = perm[lo : lo + cfg.batch_size]
-            xb = _augment(x[idx], flip, pad, gen)
+            rows = ids_t[idx.cpu()]
+            xb = _augment(x[idx], flips[rows].to(device) if flip else None, sys_[rows].to(device),
+                          sxs[rows].to(device), pad)
             xb = ((xb.float() - mean) / std).contiguous(memory_format=torch.channels_last)  # faster on CPU too
             if device == "cuda":
                 with torch.autocast("cuda", dtype=torch.bfloat16):
-                    loss = loss_fn(model(xb), y[idx])
+                    logits = model(xb)
+                    loss = loss_fn(logits, y[idx])
             else:
-                loss = loss_fn(model(xb), y[idx])
+                logits = model(xb)
+                loss = loss_fn(logits, y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sched.step()
             running += loss.detach() * len(idx)
-            step += 1
-            if step % 10 == 0 or step == total:
-                report(on_progress, "train", step, total, f"epoch {epoch + 1}/{cfg.epochs}")
+            correct += (logits.detach().argmax(1) == y[idx]).sum()
+            if (step + 1) % 10 == 0 or k == steps_per_epoch - 1:
+                done = step + 1 - first * steps_per_epoch
+                left = (time.perf_counter() - t0) / max(1, done) * (total - step - 1)
+                seen = min(n, lo + cfg.batch_size)
+                report(on_progress, "train", step + 1, total,
+                       f"epoch {epoch + 1}/{cfg.epochs} · train accuracy {float(correct) / seen:.1%} · "
+                       f"{_duration(left)} left")
         losses.append(float(running.item()) / n)
-        log.info("epoch %d/%d loss %.4f (%.1f s)", epoch + 1, cfg.epochs, losses[-1], time.perf_counter() - t0)
+        elapsed = before + time.perf_counter() - t0
+        log.info("epoch %d/%d loss %.4f train accuracy %.4f (%.1f s)", epoch + 1, cfg.epochs, losses[-1],
+                 float(correct) / n, elapsed)
+        if checkpoint is not None and epoch + 1 < cfg.epochs:
+            _save_checkpoint(checkpoint, model, opt, epoch + 1, elapsed, losses)
     accuracy = float("nan")
     if x_eval is not None and y_eval is not None and len(x_eval):
         accuracy = evaluate(model, to_tensor(x_eval, device), torch.from_numpy(np.asarray(y_eval, np.int64)).to(device),
                             mean, std)
-    result = TrainResult(accuracy, time.perf_counter() - t0, cfg.epochs, n, describe(), tuple(losses))
+    result = TrainResult(accuracy, before + time.perf_counter() - t0, cfg.epochs, n, describe(), tuple(losses))
     return model, result, {"mean": mean.cpu().numpy(), "std": std.cpu().numpy()}
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 60} min {s % 60:02d} s" if s >= 60 else f"{s} s"
 
 
 def recipe_key(cfg: TrainConfig, size: int) -> dict[str, Any]:
     """What a cached network or result depends on: the recipe and the network's version."""
     arch = resolve_arch(cfg.arch, size)
-    return {"recipe": asdict(cfg), "arch": arch, "version": VERSIONS[arch]}
+    return {"recipe": asdict(cfg), "arch": arch, "version": VERSIONS[arch], "training": TRAINING_VERSION}
 
 
 def state_to_arrays(model: nn.Module) -> dict[str, NDArray[Any]]:

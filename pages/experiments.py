@@ -26,8 +26,9 @@ from core.experiments import (
     sweep_image_epochs,
 )
 from ui import data
-from ui.common import open_dataset
+from ui.common import open_dataset, ready
 from ui.state import ensure_state
+from ui.steps import experiment_registry
 
 SWEEP = (1.0, 0.9, 0.8, 0.7)
 COLORS = {"full": "#444444", "semantic": "#1f77b4", "hash": "#ff7f0e", "random": "#7f7f7f"}
@@ -45,7 +46,7 @@ if not ds.in_memory:
 n_train = int((ds.split == TRAIN).sum())
 if st.session_state["retrain_on_change"] is None:
     st.session_state["retrain_on_change"] = n_train <= 10_000
-registry = data.job_registry()
+registry = experiment_registry()
 
 c1, c2, c3 = st.columns([2, 1, 1])
 c1.multiselect("Methods", list(METHODS), key="exp_methods")
@@ -118,7 +119,17 @@ progress_panel()
 
 
 def collected(ds: Dataset) -> list[ArmResult]:
-    """Every cached result for the sweep fractions and the current one (nothing is trained here)."""
+    """Every cached result for the sweep fractions and the current one (nothing is trained here).
+
+    The subsets need the embedding, the dendrograms and the hashes: each is a background step,
+    whose progress shows here until it is ready.
+    """
+    cfg_now = config(())
+    if {"semantic", "random"} & set(cfg_now.methods):
+        emb = ready(data.embeddings(ds, "trained"))
+        ready(data.dendrograms(ds, emb))
+    if "hash" in cfg_now.methods:
+        ready(data.dup_index(ds, cfg_now.hash_method, cfg_now.hash_size))
     fractions = tuple(sorted({*SWEEP, float(st.session_state["keep_fraction"])}, reverse=True))
     cfg = config(fractions)
     subsets = Subsets(ds, cfg)

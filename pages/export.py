@@ -5,14 +5,14 @@ from __future__ import annotations
 import streamlit as st
 
 from core.export import export, manifest_csv, manifest_json, manifest_rows
-from ui.common import current_hash_selection, current_semantic_selection, open_dataset
+from ui.common import current_hash_selection, current_semantic_selection, open_dataset, ready
 from ui.state import ensure_state
 
 ensure_state()
 st.title("Export")
 ds = open_dataset()
 method = st.radio("Subset", ["near-duplicates (hash)", "semantic redundancy"], key="export_method", horizontal=True)
-sel = current_hash_selection(ds)[1] if method.startswith("near") else current_semantic_selection(ds)[2]
+sel = ready(current_hash_selection(ds))[1] if method.startswith("near") else ready(current_semantic_selection(ds))[2]
 st.write(f"The current settings keep **{len(sel.kept):,}** and remove **{len(sel.removed):,}** of "
          f"{int(sel.pool.sum()):,} training images.")
 st.code(sel.describe(), language=None)

@@ -49,20 +49,27 @@ if ds.precomputed is not None:
     st.caption(f"A Ray result folder of {ds.precomputed.source}: {job_summary(ds.precomputed.job)}. Images are read "
                "from the source only when a page shows them.")
 st.subheader("What the current settings remove")
-index, hash_sel = current_hash_selection(ds)
-leaked = leaked_test_images(index, int(st.session_state["radius"]), ds.split)
 h = st.columns(3)
-h[0].metric(f"Near-duplicates ({index.config.label}, ≤ {st.session_state['radius']} bits)",
-            f"{len(hash_sel.removed):,} removed", f"-{100 * (1 - hash_sel.kept_fraction):.1f}% of train",
-            delta_color="off")
+with h[0]:
+    hashed = current_hash_selection(ds)
+if hashed is not None:
+    index, hash_sel = hashed
+    radius = min(int(st.session_state["radius"]), index.max_radius)
+    leaked = leaked_test_images(index, radius, ds.split)
+    h[0].metric(f"Near-duplicates ({index.config.label}, ≤ {radius} bits)",
+                f"{len(hash_sel.removed):,} removed", f"-{100 * (1 - hash_sel.kept_fraction):.1f}% of train",
+                delta_color="off")
+    h[2].metric("Train/test leakage", f"{len(leaked):,} test images",
+                f"{100 * len(leaked) / max(1, int((ds.split == TEST).sum())):.1f}% of test", delta_color="off")
 if missing_embeddings(ds):
     h[1].metric("Semantic redundancy", "no embeddings", help=missing_embeddings(ds))
 else:
-    _, _, sem_sel = current_semantic_selection(ds)
-    h[1].metric("Semantic redundancy", f"{len(sem_sel.removed):,} removed",
-                f"-{100 * (1 - sem_sel.kept_fraction):.1f}% of train", delta_color="off")
-h[2].metric("Train/test leakage", f"{len(leaked):,} test images",
-            f"{100 * len(leaked) / max(1, int((ds.split == TEST).sum())):.1f}% of test", delta_color="off")
+    with h[1]:
+        semantic = current_semantic_selection(ds)
+    if semantic is not None:
+        sem_sel = semantic[2]
+        h[1].metric("Semantic redundancy", f"{len(sem_sel.removed):,} removed",
+                    f"-{100 * (1 - sem_sel.kept_fraction):.1f}% of train", delta_color="off")
 
 frame = pd.DataFrame({"class": list(ds.classes), "train": list(counts["train"].values()),
                       "test": list(counts["test"].values())})

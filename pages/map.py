@@ -10,7 +10,7 @@ import streamlit as st
 from core.duplicates import groups_at
 from core.projection import drawn_points
 from ui import data
-from ui.common import class_color, current_hash_selection, current_semantic_selection, open_dataset, text
+from ui.common import class_color, current_hash_selection, current_semantic_selection, open_dataset, ready, text
 from ui.images import compose
 from ui.state import ensure_state
 
@@ -19,8 +19,8 @@ MAX_THUMBS = 200
 ensure_state()
 st.title("Map")
 ds = open_dataset()
-emb, dendro, sel = current_semantic_selection(ds)
-proj = data.projection(emb)
+emb, dendro, sel = ready(current_semantic_selection(ds))
+proj = ready(data.projection(emb))
 shown_idx = drawn_points(len(ds), int(st.session_state["map_max_points"]))
 drawn = np.zeros(len(ds), bool)
 drawn[shown_idx] = True
@@ -54,7 +54,7 @@ elif color_by == "kept / redundant":
                                    marker=dict(size=4, color=color), hovertext=[hover[i] for i in idx],
                                    hoverinfo="text"))
 else:
-    index, _ = current_hash_selection(ds)
+    index, _ = ready(current_hash_selection(ds))
     groups = groups_at(index, min(int(st.session_state["radius"]), index.max_radius), "within-class")
     gid = np.full(len(ds), -1)
     for g in range(len(groups)):

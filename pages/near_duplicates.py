@@ -10,7 +10,7 @@ from core.datasets import SPLIT_NAMES, Dataset
 from core.duplicates import KEEP_POLICIES, DuplicateIndex, Groups, groups_at, hash_selection, leaked_test_images
 from core.hashing import HASH_SIZES, METHODS
 from ui import data
-from ui.common import open_dataset, per_class_chart
+from ui.common import open_dataset, per_class_chart, ready
 from ui.images import KEPT, REDUNDANT, compose
 from ui.state import ensure_state
 
@@ -25,7 +25,7 @@ c1, c2, c3 = st.columns(3)
 c1.selectbox("Hash method", METHODS, key="hash_method")
 c2.selectbox("Hash size", HASH_SIZES, key="hash_size", format_func=lambda s: f"{s} ({s * s} bits)")
 c3.selectbox("Keep in each group", KEEP_POLICIES, key="keep_policy")
-index = data.dup_index(ds, st.session_state["hash_method"], int(st.session_state["hash_size"]))
+index = ready(data.dup_index(ds, st.session_state["hash_method"], int(st.session_state["hash_size"])))
 
 
 def group_rows(ds: Dataset, groups: Groups, page: int, key: str) -> None:

@@ -10,7 +10,7 @@ from core.datasets import Dataset
 from core.embedding import MODELS
 from core.selection import Selection
 from core.semantic import POLICIES
-from ui.common import current_semantic_selection, open_dataset, per_class_chart
+from ui.common import current_semantic_selection, open_dataset, per_class_chart, ready
 from ui.images import KEPT, REDUNDANT, compose
 from ui.state import ensure_state
 
@@ -62,7 +62,7 @@ def results(ds: Dataset) -> None:
     else:
         st.slider("Cosine distance threshold (largest cluster diameter)", 0.0, 0.5, step=0.001, key="distance",
                   format="%.3f")
-    emb, dendro, sel = current_semantic_selection(ds)
+    emb, dendro, sel = ready(current_semantic_selection(ds))
     m = st.columns(4)
     m[0].metric("Kept (required)", f"{len(sel.kept):,}")
     m[1].metric("Redundant", f"{len(sel.removed):,}")
@@ -85,4 +85,5 @@ def results(ds: Dataset) -> None:
     clusters_side_by_side(ds, sel, cls, min(page, pages - 1))
 
 
+ready(current_semantic_selection(ds))  # the embedding and dendrograms, or their progress here (outside the fragment)
 results(ds)

@@ -12,6 +12,9 @@ import pytest
 
 _CACHE = tempfile.mkdtemp(prefix="redex-test-cache-")
 os.environ["REDEX_CACHE_DIR"] = _CACHE  # before any core import reads it
+# AppTest runs a page once and does not drive the polling fragments: pages wait for their steps
+# (tests of the drawing-at-once behaviour set 0 themselves).
+os.environ.setdefault("REDEX_STEP_WAIT", "600")
 
 CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpg"
 needs_cifar = pytest.mark.skipif(not (CIFAR / "train").is_dir(), reason=f"CIFAR-10 JPEGs not found at {CIFAR}")

@@ -73,9 +73,9 @@ def _result(proc: subprocess.Popen[str]) -> str:
 
 
 def _entries(cache: Path) -> list[str]:
-    """Finished entries: everything except locks and temporary files."""
+    """Finished entries: everything except locks, temporary files and training checkpoints."""
     return sorted(p.name for p in cache.rglob("*") if p.parent == cache / "v1"
-                  and not p.name.endswith(".lock") and ".tmp-" not in p.name)
+                  and not p.name.endswith((".lock", ".ckpt.npz")) and ".tmp-" not in p.name)
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -97,6 +97,31 @@ def test_sigkill_midway_then_rerun_gives_the_uninterrupted_result(case: str, tmp
     after = _entries(cache) if (cache / "v1").exists() else []
     assert after == before, f"a killed {case} left entries that read as finished: {set(after) - set(before)}"
     assert _result(_start(case, cache, data)) == reference
+
+
+def test_sigkill_mid_training_resumes_from_the_last_epoch_checkpoint(tmp_path: Path) -> None:
+    """The embedding network checkpoints every epoch: a killed run's rerun starts after the last
+    finished epoch, not at epoch 1, and ends with the uninterrupted run's embedding."""
+    data = tmp_path / "data"
+    reference = _result(_start("embed", tmp_path / "ref-cache", data))
+    cache = tmp_path / "cache"
+    proc = _start("embed", cache, data)
+    deadline = time.time() + 120
+    while not list(cache.rglob("*.ckpt.npz")) and time.time() < deadline:
+        time.sleep(0.005)
+    assert proc.poll() is None, "training finished before it could be interrupted: the test would prove nothing"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not [p for p in _entries(cache) if p.startswith("classifier-")], "a killed training stored no network"
+    env = {**os.environ, "REDEX_CACHE_DIR": str(cache), "PYTHONPATH": str(ROOT)}
+    script = PRELUDE + "import logging\nlogging.basicConfig(level=logging.INFO)\n" + CASES["embed"]
+    rerun = subprocess.run([sys.executable, "-c", script, str(data)], cwd=ROOT, env=env, capture_output=True,
+                           text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    resumed = [line for line in rerun.stderr.splitlines() if "resuming from" in line]
+    assert resumed and int(resumed[0].rsplit(" ", 1)[1]) >= 1, rerun.stderr[-2000:]
+    assert [line for line in rerun.stdout.splitlines() if line.startswith("RESULT")][0] == reference
+    assert not list(cache.rglob("*.ckpt.npz")), "the checkpoint is removed once the network is stored"
 
 
 def test_two_processes_racing_for_one_entry_agree(tmp_path: Path) -> None:

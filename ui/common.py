@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import html
-from typing import Any
+from typing import Any, TypeVar
 
 import plotly.colors
 import streamlit as st
@@ -14,6 +14,8 @@ from core.embedding import missing_embeddings
 from core.selection import Selection
 from core.semantic import semantic_selection
 from ui import data
+
+T = TypeVar("T")
 
 PALETTE = plotly.colors.qualitative.Plotly + plotly.colors.qualitative.Dark24
 
@@ -45,32 +47,55 @@ def per_class_chart(ds: Dataset, sel: Selection, key: str) -> None:
 
 
 def open_dataset() -> Dataset:
-    """The current dataset (call ensure_state() first); on failure an error box with what to do, and stop."""
+    """The current dataset (call ensure_state() first); while it is decoded its progress, and stop;
+    on failure an error box with what to do, and stop."""
     try:
-        return data.dataset(st.session_state["dataset"])
+        ds = data.dataset(st.session_state["dataset"])
     except (DatasetError, ValueError, OSError) as exc:
         st.error(f"Cannot open the dataset: {exc}", icon=":material/error:")
         st.info("Pick another dataset on the Home page (digits always works).")
         st.stop()
         raise  # unreachable: st.stop() ends the run
+    if ds is None:
+        st.stop()
+    assert ds is not None
+    return ds
 
 
-def current_hash_selection(ds: Dataset) -> tuple[Any, Selection]:
+def ready(value: T | None) -> T:
+    """`value`, or stop this run: its step's progress is already drawn and reruns the page when done."""
+    if value is None:
+        st.stop()
+    assert value is not None
+    return value
+
+
+def current_hash_selection(ds: Dataset) -> tuple[Any, Selection] | None:
+    """The hash index and dedup subset of the current settings; None while the hashes are computed."""
     ss = st.session_state
     index = data.dup_index(ds, ss["hash_method"], int(ss["hash_size"]))
+    if index is None:
+        return None
     radius = min(int(ss["radius"]), index.max_radius)
     return index, hash_selection(ds, index, radius, ss["keep_policy"])
 
 
-def current_semantic_selection(ds: Dataset) -> tuple[Any, Any, Selection]:
-    """The semantic subset of the current settings; a page without embeddings to cluster says why and stops."""
+def current_semantic_selection(ds: Dataset) -> tuple[Any, Any, Selection] | None:
+    """The semantic subset of the current settings; None while its embedding or dendrograms are computed.
+
+    A dataset without embeddings to cluster (a Ray folder without its semantic step) says why and stops.
+    """
     ss = st.session_state
     reason = missing_embeddings(ds)
     if reason:
         st.info(reason, icon=":material/info:")
         st.stop()
     emb = data.embeddings(ds, ss["embedding"])
+    if emb is None:
+        return None
     dendro = data.dendrograms(ds, emb)
+    if dendro is None:
+        return None
     if ss["sem_mode"] == "keep fraction":
         sel = semantic_selection(dendro, emb.vectors, keep_fraction=float(ss["keep_fraction"]),
                                  per_class=bool(ss["per_class"]), policy=ss["rep_policy"])

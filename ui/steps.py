@@ -1,0 +1,133 @@
+"""Long steps as background jobs that outlive the page that asked for them.
+
+A page asks for a result with `step(key, label, compute)`. A memoised result comes back at
+once. Otherwise the step runs as a job in a process-wide registry, keyed, so a second tab, a
+reload or another page attaches to the same job instead of starting it again; the page waits
+a moment (a cached step finishes within it), then draws the job's live progress in place of
+the missing part and goes on drawing everything else. A fragment polls the job and reruns the
+page when it is done. Only Cancel (here or in the sidebar) stops a job: navigating, reloading
+and closing tabs never do, because the job runs in the registry's thread, not the script's.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TypeVar
+
+import streamlit as st
+
+from core.jobs import CANCELLED, DONE, FAILED, Job, JobRegistry
+from core.types import ProgressFn
+from ui.memo import memo
+
+T = TypeVar("T")
+
+WAIT_ENV = "REDEX_STEP_WAIT"
+POLL_SECONDS = 1.5
+
+
+@st.cache_resource
+def step_registry() -> JobRegistry:
+    """Steps of every page and tab. Four workers: a step never queues behind a long training it does not need."""
+    return JobRegistry(workers=4)
+
+
+@st.cache_resource
+def experiment_registry() -> JobRegistry:
+    """Retraining runs, one at a time (two cores are busy enough with one training)."""
+    return JobRegistry(workers=1)
+
+
+def wait_seconds() -> float:
+    """How long a page waits for a step before drawing its progress instead ($REDEX_STEP_WAIT, default 1 s)."""
+    try:
+        return max(0.0, float(os.environ.get(WAIT_ENV, "1")))
+    except ValueError:
+        return 1.0
+
+
+def step(key: str, label: str, compute: Callable[[ProgressFn], T]) -> T | None:
+    """The result of `compute`, memoised under `key`; None while its job runs (its progress is drawn here).
+
+    A job that failed raises its exception here once (the page shows it) and is started again on
+    the next run; a cancelled one offers to start again.
+    """
+    m = memo()
+    found = m.get(key)
+    if found is not None:
+        return found  # type: ignore[no-any-return]
+    reg = step_registry()
+    job = reg.get(key)
+    if job is not None and job.status == FAILED:
+        reg.forget(key)
+        assert job.exception is not None
+        raise job.exception
+    if job is not None and job.status == CANCELLED:
+        _cancelled(job, reg)
+        return None
+
+    def run(job: Job) -> T:
+        value = compute(job.progress)
+        m.put(key, value)
+        return value
+
+    job = reg.submit(key, run, label=label)
+    job = reg.wait(key, wait_seconds())
+    if job.status == DONE:
+        value: T = job.result
+        m.put(key, value)
+        reg.forget(key)  # the memo holds it now; the registry keeps only what is running or went wrong
+        return value
+    if job.status == FAILED:
+        return step(key, label, compute)  # raises the failure
+    _pending(key)
+    return None
+
+
+def _cancelled(job: Job, reg: JobRegistry) -> None:
+    c1, c2 = st.columns([4, 1])
+    c1.warning(f"{job.label} was cancelled.", icon=":material/cancel:")
+    if c2.button("Start again", key=f"restart_{job.key}"):
+        reg.forget(job.key)
+        st.rerun()
+
+
+def _pending(key: str) -> None:
+    """The live progress of the job under `key`, polled until it ends, then the whole page reruns."""
+
+    @st.fragment(run_every=POLL_SECONDS)
+    def poll() -> None:
+        job = step_registry().get(key)
+        if job is None or not job.active:
+            st.rerun()  # its result (or its failure) is ready: draw the page again with it
+        assert job is not None
+        job_row(job, step_registry(), key_prefix="step")
+
+    poll()
+
+
+def job_row(job: Job, reg: JobRegistry, key_prefix: str) -> None:
+    """One job: a progress bar with its label and message, and a Cancel button."""
+    c1, c2 = st.columns([5, 1])
+    state = "waiting for a worker" if job.status == "queued" else job.message
+    c1.progress(job.fraction, text=f"{job.label}: {state}")
+    if c2.button("Cancel", key=f"{key_prefix}_cancel_{job.key}", help="Stops this job for every tab"):
+        reg.cancel(job.key)
+        st.rerun()
+
+
+def sidebar_jobs() -> None:
+    """Every running job of this server, with its progress and a Cancel button; polls while any runs."""
+    registries = (("step", step_registry()), ("exp", experiment_registry()))
+
+    @st.fragment(run_every=POLL_SECONDS if any(r.active() for _, r in registries) else None)
+    def panel() -> None:
+        active = [(prefix, reg, job) for prefix, reg in registries for job in reg.active()]
+        if not active:
+            return
+        st.caption(f"Running jobs ({len(active)})")
+        for prefix, reg, job in active:
+            job_row(job, reg, key_prefix=f"side_{prefix}")
+
+    panel()
