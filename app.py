@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import os
+
 import streamlit as st
 
 from core.device import describe
@@ -10,6 +13,9 @@ from ui.pages import PAGES
 from ui.state import ensure_state
 from ui.steps import sidebar_jobs
 
+if os.environ.get("REDEX_LOG"):  # e.g. REDEX_LOG=INFO: each step's phases, epochs and cache use, on stderr
+    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("redex").setLevel(os.environ["REDEX_LOG"].upper())
 st.set_page_config(page_title="Redundancy Explorer", page_icon=":material/filter_alt:", layout="wide")
 ensure_state()
 nav = st.navigation([st.Page(path, title=title, icon=icon) for path, title, icon in PAGES])

@@ -252,6 +252,42 @@ def cmd_experiment(args: argparse.Namespace, progress: ProgressFn) -> int:
     return 0
 
 
+def cmd_evidence(args: argparse.Namespace, progress: ProgressFn) -> int:
+    """The paired many-seed sweep; prints each run and the paired verdicts, and rewrites a RESULTS.md section."""
+    import shlex
+    import time
+    from pathlib import Path
+
+    from core.device import pick_device
+    from core.embedding import EmbedConfig, embed
+    from core.evidence import EvidenceConfig, differences, render, run_evidence, write_section
+    from core.experiments import budget_recipe
+
+    ds = _load(args, progress)
+    cfg = EvidenceConfig(fractions=tuple(float(f) for f in args.keep.split(",")), hash_fraction=args.hash_keep,
+                         seeds=args.seeds)
+    recipe = budget_recipe(ds)
+    emb = _timed("embedding network + embeddings", lambda: embed(ds, EmbedConfig(), on_progress=progress))
+    print(f"embedding: {emb.info.get('arch')}, test accuracy {100 * emb.info.get('test_accuracy', float('nan')):.2f}%")
+    t0 = time.perf_counter()
+
+    def show(r: Any) -> None:
+        print(f"  seed {r.seed} {r.method:>8} keep {r.fraction:.2f} ({r.n_train:,} images): "
+              f"{100 * r.accuracy:.2f}% in {r.seconds:.0f} s" + (" (cached)" * r.from_cache), flush=True)
+
+    results = run_evidence(ds, cfg, recipe, on_result=show, on_progress=progress)
+    wall = time.perf_counter() - t0
+    for d in differences(results, cfg):
+        print(d.sentence())
+    if args.write:
+        command = "python -m core evidence " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+        body = render(ds, results, cfg, recipe, command=command, embedding=emb.info, wall_seconds=wall)
+        device = pick_device()
+        write_section(Path(args.write), f"{ds.name}:{device}", f"{ds.name}: the paired sweep on {device}", body)
+        print(f"wrote the {ds.name} ({device}) section of {args.write}")
+    return 0
+
+
 def cmd_scale(args: argparse.Namespace, progress: ProgressFn) -> int:
     from pathlib import Path
 
@@ -425,6 +461,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-epochs", type=int, default=0, help="override the recipe's epochs (0: the budget recipe)")
     p.add_argument("--out", help="folder for results.csv and results.json")
     p.set_defaults(fn=cmd_experiment)
+    p = sub.add_parser("evidence", help="the paired many-seed sweep: semantic and hash against random, per class")
+    _add_dataset(p)
+    p.add_argument("--keep", default="0.9,0.7,0.5", help="keep fractions for semantic and random, comma-separated")
+    p.add_argument("--hash-keep", type=float, default=0.9, help="keep fraction for the hash arm")
+    p.add_argument("--seeds", type=int, default=8)
+    p.add_argument("--write", help="a markdown file whose section for this dataset and device is rewritten")
+    p.set_defaults(fn=cmd_evidence)
     p = sub.add_parser("scale", help="run on Ray: a local one, or a cluster with --address")
     p.add_argument("step", choices=["hash", "duplicates", "embed", "semantic"])
     p.add_argument("--source", required=True, help="imagefolder:PATH | parquet:PATH | webdataset:PATH")

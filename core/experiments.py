@@ -36,7 +36,9 @@ def budget_recipe(ds: Dataset, device: str | None = None) -> TrainConfig:
         return TrainConfig(arch="auto", epochs=30, batch_size=512, lr=0.4)
     if n_train <= 10_000:
         return TrainConfig(arch="cnn", epochs=8, batch_size=64, lr=0.05)
-    return TrainConfig(arch="cnn", epochs=3, batch_size=256, lr=0.2)
+    # airnet at half width: about 30 s per CIFAR-10 epoch on two cores, and a stronger network per
+    # CPU-second than the former 4-conv CNN (74.5% in 3 epochs); docs/RESULTS.md states its accuracy.
+    return TrainConfig(arch="airnet-small", epochs=4, batch_size=512, lr=0.4)
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class ArmResult:
     device: str
     params: str
     from_cache: bool = False
+    per_class: tuple[float, ...] = ()  # test accuracy of each class
 
 
 @dataclass(frozen=True)
@@ -161,21 +164,22 @@ def run_arm(ds: Dataset, arm: Arm, sel: Selection, recipe: TrainConfig, *, on_pr
                              x_eval=np.asarray(images[te]), y_eval=ds.labels[te], ids=kept,
                              on_progress=on_progress, stop=stop)
         return {"accuracy": result.accuracy, "seconds": result.seconds, "epochs": result.epochs,
-                "n_train": result.n_train, "device": result.device}
+                "n_train": result.n_train, "device": result.device, "per_class": list(result.per_class)}
 
     r = cache.cached_json(key, compute)
+    return _arm_result(arm, sel, r, from_cache=cache.stats.misses == misses)
+
+
+def _arm_result(arm: Arm, sel: Selection, r: dict[str, Any], from_cache: bool) -> ArmResult:
     return ArmResult(arm.method, arm.fraction, sel.kept_fraction, int(r["n_train"]), arm.seed, float(r["accuracy"]),
-                     float(r["seconds"]), int(r["epochs"]), str(r["device"]), sel.describe(),
-                     from_cache=cache.stats.misses == misses)
+                     float(r["seconds"]), int(r["epochs"]), str(r["device"]), sel.describe(), from_cache=from_cache,
+                     per_class=tuple(float(v) for v in r.get("per_class", [])))
 
 
 def peek_arm(ds: Dataset, arm: Arm, sel: Selection, recipe: TrainConfig) -> ArmResult | None:
     """The cached result of an arm, or None if it has not been trained (never trains)."""
     r = cache.peek_json(result_key(ds, sel.kept, recipe, arm.seed))
-    if r is None:
-        return None
-    return ArmResult(arm.method, arm.fraction, sel.kept_fraction, int(r["n_train"]), arm.seed, float(r["accuracy"]),
-                     float(r["seconds"]), int(r["epochs"]), str(r["device"]), sel.describe(), from_cache=True)
+    return None if r is None else _arm_result(arm, sel, r, from_cache=True)
 
 
 def estimate_seconds(ds: Dataset, recipe: TrainConfig, n_images_epochs: float, device: str | None = None) -> float:

@@ -9,10 +9,10 @@ disk cache inside the job's function, so they outlive the tab that asked for the
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,12 +58,24 @@ class Job:
 
 
 class JobRegistry:
-    """Jobs by key, run by a small pool (one worker: two cores are busy enough with one training)."""
+    """Jobs by key, run by a few worker threads (one by default: two cores are busy enough with one training).
+
+    The workers are daemon threads: stopping the server does not wait for a training to end. A
+    job stopped that way is like one killed: every cache write is atomic and a training resumes
+    from its last epoch checkpoint the next time it is asked for.
+    """
 
     def __init__(self, workers: int = 1) -> None:
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="redex-job")
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}
+        self._queue: queue.SimpleQueue[tuple[Job, Callable[[Job], Any]]] = queue.SimpleQueue()
+        for k in range(workers):
+            threading.Thread(target=self._work, name=f"redex-job-{k}", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            job, fn = self._queue.get()
+            self._run(job, fn)
 
     def submit(self, key: str, fn: Callable[[Job], Any], *, group: str = "", label: str = "") -> Job:
         """Queue fn(job) under `key`; an active or finished job with that key is returned instead.
@@ -81,7 +93,7 @@ class JobRegistry:
                         other.stop.set()
             job = Job(key, group, label)
             self._jobs[key] = job
-        self._pool.submit(self._run, job, fn)
+        self._queue.put((job, fn))
         return job
 
     def _run(self, job: Job, fn: Callable[[Job], Any]) -> None:

@@ -57,6 +57,7 @@ class TrainResult:
     n_train: int
     device: str
     losses: tuple[float, ...]
+    per_class: tuple[float, ...] = ()  # test accuracy of each class (by class index)
 
 
 def to_tensor(images: Images, device: str) -> torch.Tensor:
@@ -115,12 +116,17 @@ def predict_features(model: nn.Module, x: torch.Tensor, mean: torch.Tensor, std:
     return torch.cat(outs) if outs else torch.zeros(0)
 
 
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> float:
-    """Top-1 accuracy on (x, y)."""
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+             n_classes: int = 0) -> tuple[float, tuple[float, ...]]:
+    """Top-1 accuracy on (x, y), and per class (NaN for a class without test images)."""
     if len(x) == 0:
-        return float("nan")
-    logits = predict_features(model, x, mean, std, head=True)
-    return float((logits.argmax(1) == y).float().mean().item())
+        return float("nan"), ()
+    hit = (predict_features(model, x, mean, std, head=True).argmax(1) == y).float().cpu().numpy()
+    labels = y.cpu().numpy()
+    counts = np.bincount(labels, minlength=n_classes)
+    per = np.bincount(labels, weights=hit, minlength=n_classes) / np.maximum(counts, 1)
+    per[counts == 0] = np.nan
+    return float(hit.mean()), tuple(float(v) for v in per)
 
 
 TRAINING_VERSION = 2  # 2: augmentation drawn per image id; resumable per-epoch checkpoints
@@ -240,11 +246,12 @@ def train(x_train: Images, y_train: NDArray[np.int64], n_classes: int, cfg: Trai
                  float(correct) / n, elapsed)
         if checkpoint is not None and epoch + 1 < cfg.epochs:
             _save_checkpoint(checkpoint, model, opt, epoch + 1, elapsed, losses)
-    accuracy = float("nan")
+    accuracy, per_class = float("nan"), tuple[float, ...]()
     if x_eval is not None and y_eval is not None and len(x_eval):
-        accuracy = evaluate(model, to_tensor(x_eval, device), torch.from_numpy(np.asarray(y_eval, np.int64)).to(device),
-                            mean, std)
-    result = TrainResult(accuracy, before + time.perf_counter() - t0, cfg.epochs, n, describe(), tuple(losses))
+        accuracy, per_class = evaluate(model, to_tensor(x_eval, device),
+                                       torch.from_numpy(np.asarray(y_eval, np.int64)).to(device), mean, std, n_classes)
+    result = TrainResult(accuracy, before + time.perf_counter() - t0, cfg.epochs, n, describe(), tuple(losses),
+                         per_class)
     return model, result, {"mean": mean.cpu().numpy(), "std": std.cpu().numpy()}
 
 

@@ -119,3 +119,60 @@ def test_result_folder_in_a_real_browser(scale_server: str, browser) -> None:  #
     assert removed.locator("[data-testid='stMetricValue']").inner_text().strip() == "15"
     assert page.locator("[data-testid='stImage'] img").count() > 0  # thumbnails read back from the source files
     page.close()
+
+
+@pytest.fixture(scope="module")
+def training_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A fresh server and an empty cache on a folder whose embedding network trains for a while."""
+    from core.synthetic import write_planted_folder
+
+    root = tmp_path_factory.mktemp("slow-planted")
+    write_planted_folder(root, n_classes=4, per_class=40, seed=3)  # 64x64: about a minute of training here
+    logs = tmp_path_factory.mktemp("training-server")
+    env = {"REDEX_DATASET": f"imagefolder:{root}", "REDEX_CACHE_DIR": str(logs / "cache"), "REDEX_STEP_WAIT": "1",
+           "REDEX_LOG": "INFO"}
+    for url in _serve(logs, env):
+        yield url, logs
+
+
+def _progress_text(page, label: str = "Embedding (trained)") -> str:  # type: ignore[no-untyped-def]
+    """The text of the progress bar of the step `label` once it shows (earlier steps show theirs first)."""
+    bar = page.locator(f"[data-testid='stProgress']:has-text('{label}')").first
+    bar.wait_for(timeout=120_000)
+    return str(bar.inner_text())
+
+
+def test_training_survives_two_tabs_a_reload_and_a_page_change(training_server, browser) -> None:  # type: ignore[no-untyped-def]
+    url, logs = training_server
+    semantic = browser.new_page(viewport={"width": 1280, "height": 900})
+    semantic.goto(f"{url}/", wait_until="domcontentloaded")  # the app's own navigation, then its page
+    semantic.get_by_role("link", name="Semantic redundancy").click()
+    assert "Embedding (trained)" in _progress_text(semantic)
+
+    home = browser.new_page(viewport={"width": 1280, "height": 900})  # a second tab sees the same job
+    home.goto(url, wait_until="domcontentloaded")
+    home.wait_for_selector("[data-testid='stMetric']:has-text('Train/test leakage')", timeout=120_000)
+    assert "Embedding (trained)" in _progress_text(home)
+    home.locator("[data-testid='stProgress']:has-text('epoch')").first.wait_for(timeout=120_000)  # live progress
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    home.screenshot(path=str(SHOTS / "job-running-home.png"), full_page=True)
+
+    semantic.reload(wait_until="domcontentloaded")  # a reload attaches to the running job
+    assert "Embedding (trained)" in _progress_text(semantic)
+    semantic.get_by_role("link", name="Map").click()  # a page change does not stop it either
+    semantic.locator("[data-testid='stMain'] [data-testid='stProgress']:has-text('Embedding')").wait_for(timeout=60_000)
+    semantic.screenshot(path=str(SHOTS / "job-running-map.png"), full_page=True)
+
+    # the finished network appears by itself in both tabs, without a click
+    home.wait_for_selector("[data-testid='stMetric']:has-text('Semantic redundancy')", timeout=400_000)
+    semantic.wait_for_selector("[data-testid='stPlotlyChart']", timeout=400_000)
+    assert semantic.locator("[data-testid='stException']").count() == 0
+    assert home.locator("[data-testid='stException']").count() == 0
+    log = (logs / "streamlit.log").read_text()
+    first_epochs = [line for line in log.splitlines() if "redex.training: epoch 1/" in line]
+    assert len(first_epochs) == 1, f"the network was trained {len(first_epochs)} times:\n{log[-3000:]}"
+    assert "resuming from" not in log
+    cache = logs / "cache" / "v1"
+    assert len(list(cache.glob("classifier-*.npz"))) == 1 and not list(cache.glob("*.ckpt.npz"))
+    semantic.close()
+    home.close()

@@ -108,11 +108,11 @@ def _pending(key: str) -> None:
 
 
 def job_row(job: Job, reg: JobRegistry, key_prefix: str) -> None:
-    """One job: a progress bar with its label and message, and a Cancel button."""
-    c1, c2 = st.columns([5, 1])
-    state = "waiting for a worker" if job.status == "queued" else job.message
-    c1.progress(job.fraction, text=f"{job.label}: {state}")
-    if c2.button("Cancel", key=f"{key_prefix}_cancel_{job.key}", help="Stops this job for every tab"):
+    """One job: a progress bar with its label and message, and a Cancel button under it."""
+    state = "waiting for a worker" if job.status == "queued" else (job.message or "starting")
+    st.progress(job.fraction, text=f"{job.label}: {state}")
+    if st.button("Cancel", key=f"{key_prefix}_cancel_{job.key}", icon=":material/cancel:", type="tertiary",
+                 help="Stops this job for every tab; a training keeps its last finished epoch"):
         reg.cancel(job.key)
         st.rerun()
 
