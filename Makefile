@@ -5,7 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8501
 
-.PHONY: help run test test-all lint typecheck bench browser-deps load clean
+.PHONY: help run test test-all lint typecheck bench evidence browser-deps load clean
+CIFAR ?= ../shared/data/cifar10-jpg
+SEEDS ?= 8
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -51,6 +53,9 @@ $(BENCH)/.installed: $(STAMP) bench/requirements.txt
 
 bench: $(BENCH)/.installed  ## benchmarks against baselines (imagehash, imagededup, scikit-learn), to docs/BENCHMARKS.md
 	$(BENCH)/bin/python -m bench.run
+
+evidence: $(STAMP)  ## the paired CIFAR-10 sweep on this machine's device (~2 h on 2 CPU cores; resumes), into docs/RESULTS.md
+	$(BIN)/python -m core evidence --dataset imagefolder:$(CIFAR) --seeds $(SEEDS) --write docs/RESULTS.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -234,10 +234,13 @@ def cmd_experiment(args: argparse.Namespace, progress: ProgressFn) -> int:
 
     results = run_sweep(ds, cfg, arms=arms, on_progress=progress, on_result=show)
     rows = summarize(results)
+    from core.evidence import differences
     print(f"{'method':>8} {'keep':>5} {'real':>7} {'n':>7} {'seeds':>5} {'accuracy':>16} {'s/run':>7}")
     for r in rows:
         print(f"{r['method']:>8} {r['fraction']:>5.2f} {r['kept_fraction']:>7.4f} {r['n_train']:>7,} {r['seeds']:>5} "
               f"{100 * r['accuracy_mean']:>8.2f} ± {100 * r['accuracy_std']:>5.2f} {r['seconds_mean']:>7.1f}")
+    for d in differences(results):
+        print(d.sentence())
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -277,7 +280,7 @@ def cmd_evidence(args: argparse.Namespace, progress: ProgressFn) -> int:
 
     results = run_evidence(ds, cfg, recipe, on_result=show, on_progress=progress)
     wall = time.perf_counter() - t0
-    for d in differences(results, cfg):
+    for d in differences(results):
         print(d.sentence())
     if args.write:
         command = "python -m core evidence " + " ".join(shlex.quote(a) for a in sys.argv[2:])

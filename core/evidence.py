@@ -48,7 +48,7 @@ def evidence_arms(cfg: EvidenceConfig) -> list[Arm]:
         arms.append(Arm("full", 1.0, s))
         for f in cfg.fractions:
             arms += [Arm("semantic", f, s), Arm("random", f, s)]
-        arms.append(Arm("hash", cfg.hash_fraction, s))
+        arms += [Arm("hash", cfg.hash_fraction, s), Arm("hash-random", cfg.hash_fraction, s)]
     return arms
 
 
@@ -61,19 +61,17 @@ def run_evidence(ds: Dataset, cfg: EvidenceConfig, recipe: TrainConfig, *, on_re
     return run_sweep(ds, exp, arms=evidence_arms(cfg), on_progress=on_progress, on_result=on_result, stop=stop)
 
 
-def differences(results: list[ArmResult], cfg: EvidenceConfig) -> list[PairedDifference]:
-    """semantic − random at each fraction, then hash − random at the hash fraction (random at that fraction)."""
+def differences(results: list[ArmResult]) -> list[PairedDifference]:
+    """semantic − random at each fraction (keep fraction from high to low), then hash − random, where
+    the random arm has the hash subset's size in every class."""
     rows = [(r.method, r.fraction, r.seed, r.accuracy) for r in results]
     out = []
-    for f in cfg.fractions:
-        d = paired_difference(by_seed(rows, "semantic", f), by_seed(rows, "random", f), names=("semantic", "random"),
-                              fraction=f)
-        if d is not None:
-            out.append(d)
-    d = paired_difference(by_seed(rows, "hash", cfg.hash_fraction), by_seed(rows, "random", cfg.hash_fraction),
-                          names=("hash", "random"), fraction=cfg.hash_fraction)
-    if d is not None:
-        out.append(d)
+    for method, against in (("semantic", "random"), ("hash", "hash-random")):
+        for f in sorted({r.fraction for r in results if r.method == method}, reverse=True):
+            d = paired_difference(by_seed(rows, method, f), by_seed(rows, against, f), names=(method, "random"),
+                                  fraction=f)
+            if d is not None:
+                out.append(d)
     return out
 
 
@@ -103,7 +101,7 @@ def _arm_table(results: list[ArmResult]) -> list[str]:
     groups: dict[tuple[str, float], list[ArmResult]] = {}
     for r in results:
         groups.setdefault((r.method, r.fraction), []).append(r)
-    order = {"full": 0, "semantic": 1, "random": 2, "hash": 3}
+    order = {"full": 0, "semantic": 1, "random": 2, "hash": 3, "hash-random": 4}
     lines = ["| arm | keep (target) | kept (real) | images | seeds | test accuracy % (mean ± sd) | s/run |",
              "|---|---|---|---|---|---|---|"]
     for (method, f), rs in sorted(groups.items(), key=lambda kv: (-kv[0][1], order.get(kv[0][0], 9))):
@@ -130,14 +128,14 @@ def render(ds: Dataset, results: list[ArmResult], cfg: EvidenceConfig, recipe: T
              f"- Embedding: {embedding.get('arch')} trained {embedding.get('epochs')} epochs on this dataset, test "
              f"accuracy {100 * float(embedding.get('test_accuracy', float('nan'))):.2f}%, "
              f"{float(embedding.get('train_seconds', float('nan'))) / 60:.1f} min on {embedding.get('device')}.",
-             "- Random keeps exactly the semantic subset's count in every class; hash is pHash (64 bits) at the "
-             "smallest radius that keeps at most the hash fraction.",
+             "- random keeps exactly the semantic subset's count in every class, hash-random the hash subset's; "
+             "hash is pHash (64 bits) at the smallest radius that keeps at most the hash fraction.",
              "",
              *_arm_table(results),
              "",
              "Paired differences (accuracy of the first arm minus the second, seed by seed; 95% t interval):",
              ""]
-    diffs = differences(results, cfg)
+    diffs = differences(results)
     lines += [f"- {d.sentence()}" for d in diffs] or ["- (no pair has finished yet)"]
     lines += ["", "What the data show: " + _verdict(diffs), ""]
     costs = per_class_costs(ds, results, cfg)

@@ -12,6 +12,7 @@ import streamlit as st
 
 from core.datasets import TRAIN, Dataset
 from core.device import describe
+from core.evidence import EvidenceConfig, differences, per_class_costs
 from core.experiments import (
     METHODS,
     ArmResult,
@@ -26,7 +27,7 @@ from core.experiments import (
     sweep_image_epochs,
 )
 from ui import data
-from ui.common import open_dataset, ready
+from ui.common import open_dataset, ready, text
 from ui.state import ensure_state
 from ui.steps import experiment_registry
 
@@ -141,7 +142,8 @@ def collected(ds: Dataset) -> list[ArmResult]:
     return found
 
 
-rows = summarize(collected(ds))
+found = collected(ds)
+rows = summarize(found)
 if not rows:
     st.info("No results yet for this recipe: press **Retrain at this setting** or **Sweep**.")
     st.stop()
@@ -167,9 +169,29 @@ show = frame.assign(accuracy=[f"{100 * m:.2f} ± {100 * s:.2f}" for m, s in zip(
                                                                                  frame.accuracy_std)])
 c2.dataframe(show[["method", "fraction", "kept_fraction", "n_train", "seeds", "accuracy", "seconds_mean", "device"]],
              hide_index=True, key="exp_table")
-best = frame[frame.method == "semantic"]
-rand = frame[frame.method == "random"]
-if len(best) and len(rand):
-    merged = best.merge(rand, on="fraction", suffixes=("_sem", "_rnd"))
-    wins = int(np.sum(merged.accuracy_mean_sem > merged.accuracy_mean_rnd))
-    st.caption(f"Semantic beats random at {wins} of {len(merged)} fractions (means over seeds).")
+
+st.subheader("What the data say")
+st.caption("Arms that share a seed share the initial weights and every image's augmentation, so the difference "
+           "is read seed by seed; the interval is a 95% t interval over the seeds both arms ran.")
+diffs = differences(found)
+for d in diffs:
+    st.markdown(f"- {d.sentence()}")
+if not diffs:
+    st.info("Retrain the semantic and random arms at a fraction (two seeds or more) to see their paired difference.")
+
+keep = float(st.session_state["keep_fraction"])
+costs = [c for c in per_class_costs(ds, found, EvidenceConfig(fractions=(keep,), seeds=1)) if keep < 1
+         and np.isfinite(c["semantic"])]
+if costs:
+    st.subheader(f"Which classes pay, at keep {keep:.2f}")
+    per = pd.DataFrame(costs)
+    chart = go.Figure()
+    for method in ("semantic", "random"):
+        chart.add_trace(go.Bar(x=[text(c) for c in per["class"]], y=100 * per[method], name=method,
+                               marker_color=COLORS[method], customdata=100 * per["removed"],
+                               hovertemplate="%{x}: %{y:+.2f} points, %{customdata:.1f}% of the class removed"))
+    chart.update_layout(barmode="group", height=300, yaxis_title="change in test accuracy (points)",
+                        margin=dict(l=10, r=10, t=10, b=10), xaxis_type="category")
+    st.plotly_chart(chart, key="exp_per_class")
+    st.caption("Mean change of each class's test accuracy against the full set, paired by seed. Random removes the "
+               "same share of every class as semantic, so the bars differ only in which images went.")

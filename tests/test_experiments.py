@@ -108,3 +108,6 @@ def test_page_queues_a_job_and_shows_its_result() -> None:
     rnd = at_06[at_06.method == "random"].iloc[0]
     assert sem.n_train == rnd.n_train == round(0.6 * 1347)
     assert not at.exception
+    said = [m.value for m in at.markdown if "random at keep 0.60" in m.value]
+    assert said and ("one seed" in said[0] or "interval" in said[0]), [m.value for m in at.markdown]
+    assert "Which classes pay, at keep 0.60" in [h.value for h in at.subheader]

@@ -1,0 +1,94 @@
+"""The paired sweep on digits: seed-major arms, paired intervals equal to scipy's, a section rewritten in place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from core.evidence import (
+    EvidenceConfig,
+    differences,
+    evidence_arms,
+    per_class_costs,
+    render,
+    run_evidence,
+    write_section,
+)
+from core.experiments import budget_recipe
+from core.paired import paired_difference
+
+CFG = EvidenceConfig(fractions=(0.9, 0.5), hash_fraction=0.9, seeds=2)
+
+
+def test_arms_run_seed_by_seed_so_a_stopped_sweep_holds_whole_pairs() -> None:
+    arms = evidence_arms(CFG)
+    assert len(arms) == 2 * (1 + 2 * 2 + 2)
+    first_seed = arms[: len(arms) // 2]
+    assert {a.seed for a in first_seed} == {0}
+    assert [(a.method, a.fraction) for a in first_seed] == [
+        ("full", 1.0), ("semantic", 0.9), ("random", 0.9), ("semantic", 0.5), ("random", 0.5), ("hash", 0.9),
+        ("hash-random", 0.9)]
+
+
+def test_the_paired_interval_is_scipys_paired_t_interval() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.normal(0.80, 0.01, 8)
+    b = a - rng.normal(0.008, 0.002, 8)  # semantic ahead by ~0.8 points, seed by seed
+    d = paired_difference(dict(enumerate(a)), dict(enumerate(b)), names=("semantic", "random"), fraction=0.7)
+    assert d is not None
+    ci = stats.ttest_rel(a, b).confidence_interval(0.95)
+    assert d.low == pytest.approx(ci.low) and d.high == pytest.approx(ci.high) and d.n == 8
+    assert d.shown and d.sentence().startswith("semantic beats random at keep 0.70 by")
+
+
+def test_only_seeds_both_arms_ran_are_paired_and_a_zero_straddling_interval_shows_nothing() -> None:
+    d = paired_difference({0: 0.80, 1: 0.81, 2: 0.79, 5: 0.9}, {0: 0.81, 1: 0.80, 2: 0.79}, names=("hash", "random"),
+                          fraction=0.9)
+    assert d is not None and d.n == 3 and d.mean == pytest.approx(0.0)
+    assert not d.shown and "no difference is shown" in d.sentence()
+    assert paired_difference({0: 0.8}, {1: 0.8}, names=("a", "b"), fraction=0.5) is None
+
+
+@pytest.fixture(scope="module")
+def sweep(digits):  # type: ignore[no-untyped-def]
+    recipe = budget_recipe(digits, "cpu")
+    return recipe, run_evidence(digits, CFG, recipe)
+
+
+def test_the_digits_sweep_runs_every_arm_and_pairs_them(digits, sweep) -> None:  # type: ignore[no-untyped-def]
+    recipe, results = sweep
+    assert len(results) == len(evidence_arms(CFG))
+    assert all(0.9 < r.accuracy <= 1.0 and len(r.per_class) == 10 for r in results)
+    hashed = {r.method: r for r in results if r.seed == 0 and r.method in ("hash", "hash-random")}
+    assert hashed["hash"].n_train == hashed["hash-random"].n_train  # hash is compared with random of its own size
+    diffs = differences(results)
+    assert [(d.a, d.fraction, d.n) for d in diffs] == [("semantic", 0.9, 2), ("semantic", 0.5, 2), ("hash", 0.9, 2)]
+    sem = {r.seed: r.accuracy for r in results if r.method == "semantic" and r.fraction == 0.5}
+    rnd = {r.seed: r.accuracy for r in results if r.method == "random" and r.fraction == 0.5}
+    assert diffs[1].mean == pytest.approx(np.mean([sem[s] - rnd[s] for s in (0, 1)]))
+
+
+def test_per_class_costs_give_random_the_same_shares_as_semantic(digits, sweep) -> None:  # type: ignore[no-untyped-def]
+    _, results = sweep
+    costs = per_class_costs(digits, results, CFG)
+    assert len(costs) == 10 * 2
+    at_half = [c for c in costs if c["fraction"] == 0.5]
+    assert sum(c["removed"] for c in at_half) / 10 == pytest.approx(0.5, abs=0.05)
+    assert all(np.isfinite(c["semantic"]) and np.isfinite(c["random"]) for c in costs)
+
+
+def test_the_section_is_written_in_place_and_the_rest_is_kept(digits, sweep, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    recipe, results = sweep
+    body = render(digits, results, CFG, recipe, command="python -m core evidence --dataset digits", embedding={},
+                  wall_seconds=1.0)
+    assert "| semantic | 0.50 |" in body and "What the data show:" in body and "| 0.50 | 9 |" in body
+    doc = tmp_path / "RESULTS.md"
+    doc.write_text("# Results\n\nwritten by hand\n")
+    write_section(doc, "digits:cpu", "digits on cpu", body)
+    write_section(doc, "digits:cpu", "digits on cpu", body.replace("What the data show:", "Shown:"))
+    text = doc.read_text()
+    assert text.startswith("# Results\n\nwritten by hand\n") and text.count("evidence:digits:cpu:start") == 1
+    assert "Shown:" in text and "What the data show:" not in text
