@@ -33,9 +33,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy core
 
-test: $(STAMP) browser-deps  ## lint, type-check core, and run the default test suite (CPU, offline)
+test: $(STAMP) browser-deps  ## lint, type-check core, check the layers, and run the default test suite (CPU, offline)
 	$(BIN)/ruff check core ui pages app.py tests bench
 	$(BIN)/mypy core
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 test-all: $(STAMP) browser-deps  ## also the slow tests (CIFAR-10 end to end, kill/resume at scale)

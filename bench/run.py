@@ -310,7 +310,8 @@ def scale() -> list[dict[str, Any]]:
     from core import cache
     from core.datasets import load_image_folder
     from core.hashing import HashConfig, hash_images
-    from core.scale import connect, hash_source, search_ray
+    from core.ray_runtime import connect
+    from core.scale import hash_source, search_ray
     from core.synthetic import planted_codes
 
     rows = []
@@ -353,7 +354,8 @@ def _scale_embedding(tmp: Path) -> list[dict[str, Any]]:
     from core.datasets import load_image_folder
     from core.device import pick_device
     from core.models import build_model
-    from core.scale import connect, embed_source
+    from core.ray_runtime import connect
+    from core.scale import embed_source
     from core.training import predict_features, to_tensor
 
     torch.manual_seed(0)

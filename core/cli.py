@@ -7,31 +7,70 @@ stderr and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import argparse
+import csv
+import dataclasses
 import json
 import logging
 import os
+import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
+from tqdm import tqdm
 
+import core.results  # noqa: F401  (registers the 'scale:' source: a Ray result folder opens as a dataset)
 from core import cache
-from core.datasets import SOURCES, SPLIT_NAMES, TORCHVISION_SOURCES, Dataset, DatasetError, load_dataset
-from core.scale import ScaleError
+from core.datasets import SOURCES, SPLIT_NAMES, TEST, TORCHVISION_SOURCES, TRAIN, Dataset, DatasetError, load_dataset
+from core.device import pick_device
+from core.duplicates import (
+    DEFAULT_KEEP_RULE,
+    DEFAULT_RADIUS,
+    KEEP_RULES,
+    SCOPES,
+    DuplicateIndex,
+    build_index,
+    exact_groups,
+    groups_at,
+    hash_selection,
+    leaked_test_images,
+    max_radius,
+)
+from core.embedding import MODELS, EmbedConfig, Embeddings, embed
+from core.evidence import EvidenceConfig, differences, render, run_evidence, write_section
+from core.experiments import (
+    DEFAULT_FRACTIONS,
+    ArmResult,
+    ExperimentConfig,
+    budget_recipe,
+    estimate_seconds,
+    plan,
+    run_sweep,
+    summarize,
+    sweep_image_epochs,
+)
+from core.export import export
+from core.hashing import HASH_SIZES, METHODS, HashConfig, dataset_hashes, to_hex
+from core.projection import UmapConfig, cached_projection
+from core.scale import hash_source, scale_duplicates, scale_semantic
+from core.selection import Selection
+from core.semantic import DEFAULT_KEEP_FRACTION, POLICIES, Dendrograms, semantic_index, semantic_selection
+from core.shards import ScaleError
 from core.types import Progress, ProgressFn
+
+T = TypeVar("T")
 
 
 class TqdmProgress:
     """Renders Progress reports as one tqdm bar per phase, on stderr."""
 
     def __init__(self) -> None:
-        self._bars: dict[str, Any] = {}
+        self._bars: dict[str, tqdm[Any]] = {}
 
     def __call__(self, p: Progress) -> None:
-        from tqdm import tqdm
-
         bar = self._bars.get(p.phase)
         if bar is None:
             bar = self._bars[p.phase] = tqdm(total=p.total or None, desc=p.phase, file=sys.stderr, leave=False)
@@ -43,7 +82,7 @@ class TqdmProgress:
             del self._bars[p.phase]
 
 
-def _timed(label: str, fn: Callable[[], Any], disk_cached: bool = True) -> Any:
+def _timed(label: str, fn: Callable[[], T], disk_cached: bool = True) -> T:
     """Run one step, printing its time and (for disk-cached steps) whether it came from the cache."""
     t0, misses = time.perf_counter(), cache.stats.misses
     out = fn()
@@ -53,7 +92,7 @@ def _timed(label: str, fn: Callable[[], Any], disk_cached: bool = True) -> Any:
 
 
 def _load(args: argparse.Namespace, progress: ProgressFn) -> Dataset:
-    ds: Dataset = _timed("load", lambda: load_dataset(args.dataset, download=args.download,
+    ds = _timed("load", lambda: load_dataset(args.dataset, download=args.download,
                                                           image_size=args.image_size, on_progress=progress))
     counts = ds.counts()
     print(f"dataset {ds.name}: {len(ds):,} images {ds.image_shape}, {len(ds.classes)} classes, "
@@ -71,18 +110,15 @@ def cmd_datasets(args: argparse.Namespace, progress: ProgressFn) -> int:
     for name, (_, files) in TORCHVISION_SOURCES.items():
         print(f"{name + ':ROOT':<17} torchvision; expects ROOT/{files} (--download fetches them when online)")
     print("imagefolder:PATH  PATH/<class>/<image> or PATH/{train,test}/<class>/<image>, any Pillow format")
+    print("scale:FOLDER      the --out folder of `python -m core scale` (a Ray job's results)")
     return 0
 
 
-def _hash_cfg(args: argparse.Namespace) -> Any:
-    from core.hashing import HashConfig
-
+def _hash_cfg(args: argparse.Namespace) -> HashConfig:
     return HashConfig(args.method, args.hash_size)
 
 
 def cmd_hash(args: argparse.Namespace, progress: ProgressFn) -> int:
-    from core.hashing import dataset_hashes, to_hex
-
     ds = _load(args, progress)
     cfg = _hash_cfg(args)
     codes = _timed(f"hash {cfg.label}", lambda: dataset_hashes(ds, cfg, progress))
@@ -91,41 +127,34 @@ def cmd_hash(args: argparse.Namespace, progress: ProgressFn) -> int:
     return 0
 
 
-def _hash_selection(args: argparse.Namespace, ds: Dataset, progress: ProgressFn) -> Any:
-    from core.duplicates import build_index, hash_selection, max_radius
-
+def _hash_selection(args: argparse.Namespace, ds: Dataset, progress: ProgressFn) -> tuple[DuplicateIndex, Selection]:
     cfg = _hash_cfg(args)
-    if not 0 <= args.threshold <= max_radius(cfg.bits):
-        raise ValueError(f"--threshold must be between 0 and {max_radius(cfg.bits)} for {cfg.label}")
+    if not 0 <= args.radius <= max_radius(cfg.bits):
+        raise ValueError(f"--radius must be between 0 and {max_radius(cfg.bits)} for {cfg.label}")
     index = _timed("index (hashes + pairs)", lambda: build_index(ds, cfg, progress))
-    return index, hash_selection(ds, index, args.threshold, args.keep)
+    return index, hash_selection(ds, index, args.radius, args.keep_rule)
 
 
 def cmd_duplicates(args: argparse.Namespace, progress: ProgressFn) -> int:
-    from core.duplicates import SCOPES, exact_groups, groups_at, leaked_test_images
-
     ds = _load(args, progress)
     index, sel = _hash_selection(args, ds, progress)
     t0 = time.perf_counter()
-    result: dict[str, Any] = {}
     for scope in SCOPES:
-        groups = groups_at(index, args.threshold, scope, args.keep, ds.sizes)
-        result[scope] = groups
+        groups = groups_at(index, args.radius, scope, args.keep_rule, ds.sizes)
         big = int(groups.sizes.max()) if len(groups) else 0
         diam = int(groups.diameter.max()) if len(groups) else 0
         print(f"{scope:>12}: {len(groups):,} groups, {groups.n_images:,} images, largest {big}, "
               f"largest diameter {diam} bits")
-    leaked = leaked_test_images(index, args.threshold, ds.split)
-    n_test = int((ds.split == 1).sum())
-    print(f"train/test leakage: {len(leaked):,} of {n_test:,} test images have a near-duplicate in train")
+    leaked = leaked_test_images(index, args.radius, ds.split)
+    print(f"train/test leakage: {len(leaked):,} of {int((ds.split == TEST).sum()):,} test images have a near-duplicate "
+          "in train")
     print(f"exact pixel duplicates: {len(exact_groups(ds)):,} groups")
     per = sel.per_class(ds.labels, len(ds.classes))
     print(f"dedup (within class, train): removes {len(sel.removed):,} of {int(sel.pool.sum()):,} "
           f"({100 * (1 - sel.kept_fraction):.2f}%), cut in {1000 * (time.perf_counter() - t0):.0f} ms")
     for k, c in enumerate(ds.classes):
-        total = per["kept"][k] + per["removed"][k]
-        print(f"  {c:>12}: removes {per['removed'][k]:>6,} of {total:,}")
-    within = result["within-class"]
+        print(f"  {c:>12}: removes {per['removed'][k]:>6,} of {per['kept'][k] + per['removed'][k]:,}")
+    within = groups_at(index, args.radius, "within-class", args.keep_rule, ds.sizes)
     for g in range(min(args.show, len(within))):
         mem = within.group(g)
         names = ", ".join(f"{ds.ids[m]}{'*' if m == within.keep[g] else ''}" for m in mem[:6])
@@ -133,23 +162,14 @@ def cmd_duplicates(args: argparse.Namespace, progress: ProgressFn) -> int:
     return 0
 
 
-def _selection(args: argparse.Namespace, ds: Dataset, progress: ProgressFn) -> Any:
-    if args.by == "hash":
-        return _hash_selection(args, ds, progress)[1]
-    return _semantic_selection(args, ds, progress)[2]
-
-
-def _embed_cfg(args: argparse.Namespace) -> Any:
-    from core.embedding import EmbedConfig
-
+def _embed_cfg(args: argparse.Namespace) -> EmbedConfig:
     return EmbedConfig(model=args.embedding, epochs=args.epochs, seed=args.seed)
 
 
-def _semantic_selection(args: argparse.Namespace, ds: Dataset, progress: ProgressFn) -> tuple[Any, Any, Any]:
-    """(embeddings, dendrograms, selection) at --keep-fraction (default 0.9) or --distance."""
-    from core.semantic import semantic_index, semantic_selection
-
-    keep = 0.9 if args.keep_fraction is None and args.distance is None else args.keep_fraction
+def _semantic_selection(args: argparse.Namespace, ds: Dataset,
+                        progress: ProgressFn) -> tuple[Embeddings, Dendrograms, Selection]:
+    """(embeddings, dendrograms, selection) at --keep-fraction (its default) or --distance."""
+    keep = DEFAULT_KEEP_FRACTION if args.keep_fraction is None and args.distance is None else args.keep_fraction
     emb, dendro = _timed("embeddings + dendrograms", lambda: semantic_index(ds, _embed_cfg(args), on_progress=progress))
     sel = semantic_selection(dendro, emb.vectors, threshold=args.distance, keep_fraction=keep,
                              per_class=args.per_class, policy=args.policy, seed=args.seed)
@@ -157,8 +177,6 @@ def _semantic_selection(args: argparse.Namespace, ds: Dataset, progress: Progres
 
 
 def cmd_embed(args: argparse.Namespace, progress: ProgressFn) -> int:
-    from core.embedding import embed
-
     ds = _load(args, progress)
     emb = _timed("embed", lambda: embed(ds, _embed_cfg(args), download=args.download, on_progress=progress))
     print(f"embeddings: {emb.vectors.shape[0]:,} x {emb.vectors.shape[1]}; " + json.dumps(emb.info, sort_keys=True))
@@ -166,33 +184,26 @@ def cmd_embed(args: argparse.Namespace, progress: ProgressFn) -> int:
 
 
 def cmd_semantic(args: argparse.Namespace, progress: ProgressFn) -> int:
-    from core.semantic import semantic_selection
-
     ds = _load(args, progress)
     emb, dendro, sel = _semantic_selection(args, ds, progress)
     print(f"embedding: {emb.info.get('model')} ({json.dumps(emb.info, sort_keys=True)})")
     for c, route in sorted(dendro.routes.items()):
         if not route.startswith("exact"):
             print(f"  class {ds.classes[c]}: {route}")
-    t = sel.params["threshold"]
     print(f"semantic subset: keeps {len(sel.kept):,} of {int(sel.pool.sum()):,} ({100 * sel.kept_fraction:.2f}%), "
-          f"removes {len(sel.removed):,}; cosine threshold {t}")
+          f"removes {len(sel.removed):,}; cosine threshold {sel.params['threshold']}")
     per = sel.per_class(ds.labels, len(ds.classes))
-    for k, c in enumerate(ds.classes):
-        print(f"  {c:>12}: kept {per['kept'][k]:>6,}  removed {per['removed'][k]:>6,}")
+    for k, name in enumerate(ds.classes):
+        print(f"  {name:>12}: kept {per['kept'][k]:>6,}  removed {per['removed'][k]:>6,}")
     for other in (0.05, 0.1, 0.2):
         t0 = time.perf_counter()
         again = semantic_selection(dendro, emb.vectors, threshold=other, policy=args.policy)
-        ms = 1000 * (time.perf_counter() - t0)
         print(f"re-cut at cosine distance {other}: keeps {len(again.kept):,} ({100 * again.kept_fraction:.2f}%) "
-              f"in {ms:.1f} ms")
+              f"in {1000 * (time.perf_counter() - t0):.1f} ms")
     return 0
 
 
 def cmd_umap(args: argparse.Namespace, progress: ProgressFn) -> int:
-    from core.embedding import embed
-    from core.projection import UmapConfig, cached_projection
-
     ds = _load(args, progress)
     emb = _timed("embed", lambda: embed(ds, _embed_cfg(args), on_progress=progress))
     cfg = UmapConfig(n_neighbors=args.neighbors, min_dist=args.min_dist)
@@ -202,39 +213,28 @@ def cmd_umap(args: argparse.Namespace, progress: ProgressFn) -> int:
     return 0
 
 
+def _fractions(text: str) -> tuple[float, ...]:
+    return tuple(float(f) for f in text.split(",") if f.strip())
+
+
+def _show_run(r: ArmResult) -> None:
+    print(f"  seed {r.seed} {r.method:>11} keep {r.fraction:.2f} (real {r.kept_fraction:.4f}, {r.n_train:,} images): "
+          f"{100 * r.accuracy:.2f}% in {r.seconds:.1f} s" + (" (cached)" * r.from_cache), flush=True)
+
+
 def cmd_experiment(args: argparse.Namespace, progress: ProgressFn) -> int:
-    import csv
-    import dataclasses
-    from pathlib import Path
-
-    from core.experiments import (
-        ExperimentConfig,
-        budget_recipe,
-        estimate_seconds,
-        plan,
-        run_sweep,
-        summarize,
-        sweep_image_epochs,
-    )
-
     ds = _load(args, progress)
     recipe = budget_recipe(ds)
     if args.train_epochs:
         recipe = dataclasses.replace(recipe, epochs=args.train_epochs)
     cfg = ExperimentConfig(methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
-                           fractions=tuple(float(f) for f in args.keep.split(",")), seeds=args.seeds, recipe=recipe)
+                           fractions=_fractions(args.keep_fractions), seeds=args.seeds, recipe=recipe)
     arms = plan(cfg)
     estimate = estimate_seconds(ds, recipe, sweep_image_epochs(ds, cfg, arms))
     print(f"recipe: {json.dumps(dataclasses.asdict(recipe))}")
     print(f"{len(arms)} arms; estimated {estimate / 60:.1f} min if none is cached")
-
-    def show(r: Any) -> None:
-        print(f"  {r.method:>8} keep {r.fraction:.2f} (real {r.kept_fraction:.4f}, {r.n_train:,} images) "
-              f"seed {r.seed}: accuracy {100 * r.accuracy:.2f}% in {r.seconds:.1f} s" + (" (cached)" * r.from_cache))
-
-    results = run_sweep(ds, cfg, arms=arms, on_progress=progress, on_result=show)
+    results = run_sweep(ds, cfg, arms=arms, on_progress=progress, on_result=_show_run)
     rows = summarize(results)
-    from core.evidence import differences
     print(f"{'method':>8} {'keep':>5} {'real':>7} {'n':>7} {'seeds':>5} {'accuracy':>16} {'s/run':>7}")
     for r in rows:
         print(f"{r['method']:>8} {r['fraction']:>5.2f} {r['kept_fraction']:>7.4f} {r['n_train']:>7,} {r['seeds']:>5} "
@@ -257,28 +257,14 @@ def cmd_experiment(args: argparse.Namespace, progress: ProgressFn) -> int:
 
 def cmd_evidence(args: argparse.Namespace, progress: ProgressFn) -> int:
     """The paired many-seed sweep; prints each run and the paired verdicts, and rewrites a RESULTS.md section."""
-    import shlex
-    import time
-    from pathlib import Path
-
-    from core.device import pick_device
-    from core.embedding import EmbedConfig, embed
-    from core.evidence import EvidenceConfig, differences, render, run_evidence, write_section
-    from core.experiments import budget_recipe
-
     ds = _load(args, progress)
-    cfg = EvidenceConfig(fractions=tuple(float(f) for f in args.keep.split(",")), hash_fraction=args.hash_keep,
+    cfg = EvidenceConfig(fractions=_fractions(args.keep_fractions), hash_fraction=args.hash_keep_fraction,
                          seeds=args.seeds)
     recipe = budget_recipe(ds)
     emb = _timed("embedding network + embeddings", lambda: embed(ds, EmbedConfig(), on_progress=progress))
     print(f"embedding: {emb.info.get('arch')}, test accuracy {100 * emb.info.get('test_accuracy', float('nan')):.2f}%")
     t0 = time.perf_counter()
-
-    def show(r: Any) -> None:
-        print(f"  seed {r.seed} {r.method:>8} keep {r.fraction:.2f} ({r.n_train:,} images): "
-              f"{100 * r.accuracy:.2f}% in {r.seconds:.0f} s" + (" (cached)" * r.from_cache), flush=True)
-
-    results = run_evidence(ds, cfg, recipe, on_result=show, on_progress=progress)
+    results = run_evidence(ds, cfg, recipe, on_result=_show_run, on_progress=progress)
     wall = time.perf_counter() - t0
     for d in differences(results):
         print(d.sentence())
@@ -292,11 +278,6 @@ def cmd_evidence(args: argparse.Namespace, progress: ProgressFn) -> int:
 
 
 def cmd_scale(args: argparse.Namespace, progress: ProgressFn) -> int:
-    from pathlib import Path
-
-    from core.hashing import HashConfig
-    from core.scale import hash_source
-
     if args.step in ("embed", "semantic") and args.embedding != "trained":
         raise ScaleError(f"scale {args.step} embeds with the network trained on the data (--embedding trained); "
                          f"{args.embedding} runs on one machine: python -m core embed --embedding {args.embedding}")
@@ -304,79 +285,43 @@ def cmd_scale(args: argparse.Namespace, progress: ProgressFn) -> int:
     cfg = HashConfig(args.method, args.hash_size)
     hashed = _timed("hash on Ray", lambda: hash_source(args.source, out, cfg, address=args.address,
                                                         num_cpus=args.workers, on_progress=progress), disk_cached=False)
-    n_test = int((hashed.split == 1).sum())
+    n_test = int((hashed.split == TEST).sum())
     print(f"source {args.source}: {len(hashed.ids):,} images, {len(hashed.classes)} classes, train "
-          f"{len(hashed.ids) - n_test:,}, test {n_test:,}, skipped {len(hashed.skipped)}")
-    if args.step in ("embed", "semantic"):
-        return _scale_semantic(args, hashed, out, progress)
+          f"{int((hashed.split == TRAIN).sum()):,}, test {n_test:,}, skipped {len(hashed.skipped)}")
     if args.step == "duplicates":
-        _scale_duplicates(args, hashed, out, cfg)
+        dup = scale_duplicates(out, hashed, cfg, args.radius, address=args.address, num_cpus=args.workers)
+        _print_seconds(dup.seconds)
+        print(f"search workers: {len(dup.worker_peak)}, peak memory per worker "
+              f"{max(dup.worker_peak.values(), default=0) / 2**20:,.0f} MB")
+        for scope, (n_groups, n_images) in dup.groups.items():
+            print(f"{scope:>12}: {n_groups:,} groups, {n_images:,} images")
+        print(f"train/test leakage: {dup.leaked:,} of {dup.n_test:,} test images have a near-duplicate in train")
+        print(f"pairs: {dup.pairs:,}; dedup removes {dup.removed:,}; wrote {dup.path}")
+    elif args.step in ("embed", "semantic"):
+        keep = args.keep_fraction if args.step == "semantic" else None
+        sem = scale_semantic(args.source, out, hashed, _embed_cfg(args), keep, address=args.address,
+                             num_cpus=args.workers, train_max=args.train_max, on_progress=progress)
+        _print_seconds(sem.seconds)
+        if sem.kept is None:
+            print(f"embeddings {sem.vectors}; wrote {sem.path}")
+        else:
+            print(f"semantic subset: keeps {sem.kept:,} of {sem.pool:,}; wrote {sem.path}")
     print(f"open the results in the app: Home > Source 'scale', folder {out.resolve()} (or REDEX_DATASET=scale:{out})")
     return 0
 
 
-def _scale_duplicates(args: argparse.Namespace, hashed: Any, out: Any, cfg: Any) -> None:
-    """The exact search on Ray tasks, then groups, leakage and the dedup subset, as the single-machine path."""
-    from core.duplicates import SCOPES, DuplicateIndex, dedup_selection, groups_at, leaked_test_images, pair_scopes
-    from core.scale import search_ray, update_job, write_results
-
-    run = _timed("search on Ray", lambda: search_ray(hashed.codes, args.threshold, address=args.address,
-                                                     num_cpus=args.workers), disk_cached=False)
-    pairs = run.pairs
-    print(f"search workers: {len(run.worker_peak)}, peak memory per worker "
-          f"{max(run.worker_peak.values(), default=0) / 2**20:,.0f} MB")
-    index = DuplicateIndex(cfg, hashed.codes, pairs, pair_scopes(pairs, hashed.labels, hashed.split), args.threshold)
-    for scope in SCOPES:
-        groups = groups_at(index, args.threshold, scope, "first", hashed.sizes)
-        print(f"{scope:>12}: {len(groups):,} groups, {groups.n_images:,} images")
-    leaked = leaked_test_images(index, args.threshold, hashed.split)
-    print(f"train/test leakage: {len(leaked):,} of {int((hashed.split == 1).sum()):,} test images have a "
-          "near-duplicate in train")
-    sel = dedup_selection(index, args.threshold, hashed.split, hashed.sizes)
-    kept = sel.keep | ~sel.pool
-    reasons = ["kept" if k else f"near-duplicate of {hashed.ids[r]} at {d:.0f} bits"
-               for k, r, d in zip(kept, sel.representative, np.nan_to_num(sel.distance))]
-    path = write_results(out, hashed, "duplicates", group=sel.group, kept=kept, reason=reasons)
-    update_job(out, duplicates={"threshold": args.threshold, "pairs": len(pairs), "removed": len(sel.removed),
-                                "leaked_test_images": len(leaked)})
-    print(f"pairs: {len(pairs):,}; dedup removes {len(sel.removed):,}; wrote {path}")
+def _print_seconds(seconds: dict[str, float]) -> None:
+    for label, s in seconds.items():
+        print(f"{label}: {s:.2f} s")
 
 
-def _scale_semantic(args: argparse.Namespace, hashed: Any, out: Any, progress: ProgressFn) -> int:
-    """Embeddings on Ray actors (the network trained on the decoded train split), per-class clustering as Ray tasks."""
-    from core.embedding import trained_classifier
-    from core.scale import decoded_dataset, dendrograms_ray, embed_source, update_job, write_results
-    from core.semantic import semantic_selection
-
-    ds = _timed("decode for the embedding network", lambda: decoded_dataset(
-        args.source, hashed, address=args.address, num_cpus=args.workers, max_images=args.train_max,
-        on_progress=progress), disk_cached=False)
-    model, info = _timed("embedding network", lambda: trained_classifier(ds, _embed_cfg(args), progress))
-    vectors = _timed("embed on Ray", lambda: embed_source(args.source, out, (model, info), address=args.address,
-                                                          num_cpus=args.workers), disk_cached=False)
-    record = {k: v for k, v in info.items() if k not in ("mean", "std")}
-    if args.step == "embed":
-        path = write_results(out, hashed, "embeddings", embedding=vectors)
-        update_job(out, embedding=record)
-        print(f"embeddings {vectors.shape}; wrote {path}")
-        return 0
-    dendro = _timed("dendrograms on Ray", lambda: dendrograms_ray(vectors, hashed.labels, hashed.split == 0,
-                                                                  address=args.address, num_cpus=args.workers),
-                    disk_cached=False)
-    sel = semantic_selection(dendro, vectors, keep_fraction=args.keep)
-    kept = sel.keep | ~sel.pool
-    reasons = ["kept" if k else f"redundant to {hashed.ids[r]} at cosine {d:.4f}"
-               for k, r, d in zip(kept, sel.representative, np.nan_to_num(sel.distance))]
-    path_out = write_results(out, hashed, "semantic", cluster=sel.group, kept=kept, reason=reasons, embedding=vectors)
-    update_job(out, embedding=record, semantic={"keep_fraction": args.keep, "kept": len(sel.kept),
-                                                "removed": len(sel.removed), "threshold": sel.params["threshold"]})
-    print(f"semantic subset: keeps {len(sel.kept):,} of {int(sel.pool.sum()):,}; wrote {path_out}")
-    return 0
+def _selection(args: argparse.Namespace, ds: Dataset, progress: ProgressFn) -> Selection:
+    if args.by == "hash":
+        return _hash_selection(args, ds, progress)[1]
+    return _semantic_selection(args, ds, progress)[2]
 
 
 def cmd_export(args: argparse.Namespace, progress: ProgressFn) -> int:
-    from core.export import export
-
     ds = _load(args, progress)
     sel = _selection(args, ds, progress)
     out = export(ds, sel, args.out, images=args.images, force=args.force, on_progress=progress)
@@ -384,41 +329,58 @@ def cmd_export(args: argparse.Namespace, progress: ProgressFn) -> int:
     return 0
 
 
+class _Renamed(argparse.Action):
+    """An old spelling of an option: still accepted, with a note naming the one that replaces it."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, new: str = "", **kwargs: Any) -> None:
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        print(f"note: {option_string} is now {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def _renamed(p: argparse.ArgumentParser, old: str, new: str, dest: str, type: Callable[[str], Any] = str) -> None:
+    p.add_argument(old, dest=dest, action=_Renamed, new=new, type=type, help=argparse.SUPPRESS)
+
+
 def _add_dataset(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="digits", help="digits | cifar10:ROOT | ... | imagefolder:PATH")
+    p.add_argument("--dataset", default="digits", help="digits | cifar10:ROOT | ... | imagefolder:PATH | scale:FOLDER")
     p.add_argument("--download", action="store_true", help="let torchvision download a missing dataset")
     p.add_argument("--image-size", type=int, default=None, help="resize image-folder images to this square side")
 
 
 def _add_hash_method(p: argparse.ArgumentParser) -> None:
-    from core.hashing import HASH_SIZES, METHODS
+    p.add_argument("--method", default=HashConfig().method, choices=METHODS)
+    p.add_argument("--hash-size", type=int, default=HashConfig().hash_size, choices=HASH_SIZES)
 
-    p.add_argument("--method", default="phash", choices=METHODS)
-    p.add_argument("--hash-size", type=int, default=8, choices=HASH_SIZES)
+
+def _add_radius(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--radius", type=int, default=DEFAULT_RADIUS, help="Hamming radius: pairs at most this many bits "
+                   "apart are near-duplicates")
+    _renamed(p, "--threshold", "--radius", "radius", int)
 
 
 def _add_hash(p: argparse.ArgumentParser) -> None:
-    from core.duplicates import KEEP_POLICIES
-
     _add_hash_method(p)
-    p.add_argument("--threshold", type=int, default=4, help="Hamming distance (bits) at most")
-    p.add_argument("--keep", default="first", choices=KEEP_POLICIES, help="which member of a group stays")
+    _add_radius(p)
+    p.add_argument("--keep-rule", default=DEFAULT_KEEP_RULE, choices=KEEP_RULES, help="which image of a group stays")
+    _renamed(p, "--keep", "--keep-rule", "keep_rule")
 
 
 def _add_embedding(p: argparse.ArgumentParser) -> None:
-    from core.embedding import MODELS
-
-    p.add_argument("--embedding", default="trained", choices=MODELS,
+    p.add_argument("--embedding", default=EmbedConfig().model, choices=MODELS,
                    help="trained: the paper's own-classifier features")
     p.add_argument("--epochs", type=int, default=0, help="epochs for the trained embedding (0: the default)")
     p.add_argument("--seed", type=int, default=0)
 
 
 def _add_semantic(p: argparse.ArgumentParser) -> None:
-    from core.semantic import POLICIES
-
     _add_embedding(p)
-    p.add_argument("--keep-fraction", type=float, default=None, help="keep this fraction (default 0.9)")
+    p.add_argument("--keep-fraction", type=float, default=None,
+                   help=f"keep this fraction of the training set (default {DEFAULT_KEEP_FRACTION})")
     p.add_argument("--distance", type=float, default=None, help="or: cosine distance threshold (cluster diameter)")
     p.add_argument("--per-class", action="store_true", help="keep the fraction within every class")
     p.add_argument("--policy", default="mean", choices=POLICIES, help="which member represents a cluster")
@@ -459,16 +421,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("experiment", help="retrain on pruned and random subsets; accuracy vs fraction kept")
     _add_dataset(p)
     p.add_argument("--methods", default="semantic,hash,random")
-    p.add_argument("--keep", default="1.0,0.9,0.8,0.7", help="keep fractions, comma-separated")
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--keep-fractions", default=",".join(map(str, DEFAULT_FRACTIONS)),
+                   help="keep fractions, comma-separated")
+    _renamed(p, "--keep", "--keep-fractions", "keep_fractions")
+    p.add_argument("--seeds", type=int, default=ExperimentConfig().seeds)
     p.add_argument("--train-epochs", type=int, default=0, help="override the recipe's epochs (0: the budget recipe)")
     p.add_argument("--out", help="folder for results.csv and results.json")
     p.set_defaults(fn=cmd_experiment)
     p = sub.add_parser("evidence", help="the paired many-seed sweep: semantic and hash against random, per class")
     _add_dataset(p)
-    p.add_argument("--keep", default="0.9,0.7,0.5", help="keep fractions for semantic and random, comma-separated")
-    p.add_argument("--hash-keep", type=float, default=0.9, help="keep fraction for the hash arm")
-    p.add_argument("--seeds", type=int, default=8)
+    p.add_argument("--keep-fractions", default=",".join(map(str, EvidenceConfig().fractions)),
+                   help="keep fractions for semantic and random, comma-separated")
+    _renamed(p, "--keep", "--keep-fractions", "keep_fractions")
+    p.add_argument("--hash-keep-fraction", type=float, default=EvidenceConfig().hash_fraction,
+                   help="keep fraction for the hash arm")
+    _renamed(p, "--hash-keep", "--hash-keep-fraction", "hash_keep_fraction", float)
+    p.add_argument("--seeds", type=int, default=EvidenceConfig().seeds)
     p.add_argument("--write", help="a markdown file whose section for this dataset and device is rewritten")
     p.set_defaults(fn=cmd_evidence)
     p = sub.add_parser("scale", help="run on Ray: a local one, or a cluster with --address")
@@ -477,8 +445,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="result folder (resumable: finished shards are kept)")
     p.add_argument("--address", default=None, help="auto or ray://HOST:PORT; default: start a local Ray")
     p.add_argument("--workers", type=int, default=None, help="CPUs for a local Ray (default: all)")
-    p.add_argument("--threshold", type=int, default=4)
-    p.add_argument("--keep", type=float, default=0.9)
+    _add_radius(p)
+    p.add_argument("--keep-fraction", type=float, default=DEFAULT_KEEP_FRACTION,
+                   help="semantic: keep this fraction of the training set")
+    _renamed(p, "--keep", "--keep-fraction", "keep_fraction", float)
     p.add_argument("--train-max", type=int, default=200_000,
                    help="most images decoded on the driver to train the embedding network (a spread of shards)")
     _add_hash_method(p)
@@ -487,8 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("umap", help="2-D UMAP map of the embeddings")
     _add_dataset(p)
     _add_embedding(p)
-    p.add_argument("--neighbors", type=int, default=15)
-    p.add_argument("--min-dist", type=float, default=0.1)
+    p.add_argument("--neighbors", type=int, default=UmapConfig().n_neighbors)
+    p.add_argument("--min-dist", type=float, default=UmapConfig().min_dist)
     p.set_defaults(fn=cmd_umap)
     return parser
 

@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -477,6 +477,20 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     return source, path or None
 
 
+Opener = Callable[[str, "ProgressFn | None"], "Dataset"]
+_OPENERS: dict[str, Opener] = {}
+_PROVIDERS = {"scale": "core.results"}  # the module that registers each source opened from above
+
+
+def register_source(name: str, opener: Opener) -> None:
+    """Let a module above this one open a source: `opener(path, on_progress)` returns its Dataset.
+
+    A Ray result folder (`scale:`) is opened by core.results, which builds on this module and
+    registers itself when imported; the data layer never imports the pipelines above it.
+    """
+    _OPENERS[name] = opener
+
+
 def load_dataset(spec: str = "digits", *, download: bool = False, image_size: int | None = None,
                  on_progress: ProgressFn | None = None) -> Dataset:
     """Open any source by its spec string ('digits', 'cifar10:ROOT', 'imagefolder:PATH', ...)."""
@@ -486,8 +500,9 @@ def load_dataset(spec: str = "digits", *, download: bool = False, image_size: in
     assert path is not None
     if source == "imagefolder":
         return load_image_folder(path, image_size=image_size, on_progress=on_progress)
-    if source == "scale":
-        from core.results import open_results  # core.results builds on this module
-
-        return open_results(path, on_progress=on_progress)
+    if source in _PROVIDERS:
+        if source not in _OPENERS:
+            raise DatasetError(f"the source {source!r} is opened by {_PROVIDERS[source]}, which is not loaded here: "
+                               f"import {_PROVIDERS[source]} first (the app and the CLI do)")
+        return _OPENERS[source](path, on_progress)
     return load_torchvision(source, path, download=download)

@@ -24,7 +24,8 @@ from core.selection import Selection
 from core.types import Codes, ProgressFn
 
 SCOPES = ("within-class", "cross-class", "train-test")
-KEEP_POLICIES = ("first", "largest", "medoid")
+KEEP_RULES = ("first", "largest", "medoid")
+DEFAULT_KEEP_RULE = "first"
 WITHIN, CROSS, LEAK = 0, 1, 2
 DEFAULT_RADIUS = 4
 
@@ -86,13 +87,13 @@ class Groups:
     """Connected components (>= 2 members) at one radius and scope, largest first.
 
     Group g's members are `members[offsets[g]:offsets[g + 1]]`; `keep[g]` is the member kept
-    under the keep policy, `dist_to_keep` (aligned with `members`) each member's Hamming
+    under the keep rule, `dist_to_keep` (aligned with `members`) each member's Hamming
     distance to it, and `diameter[g]` the largest distance between any two members.
     """
 
     radius: int
     scope: str
-    policy: str
+    keep_rule: str
     members: NDArray[np.int64]
     offsets: NDArray[np.int64]
     keep: NDArray[np.int64]
@@ -122,29 +123,34 @@ def _distance_matrix(words: NDArray[np.uint64]) -> NDArray[np.int16]:
     return out
 
 
-def _choose(members: NDArray[np.int64], words: NDArray[np.uint64], policy: str,
+def _choose(members: NDArray[np.int64], words: NDArray[np.uint64], keep_rule: str,
             sizes: NDArray[np.int32] | None) -> tuple[int, NDArray[np.int16], int]:
     """(kept member, each member's distance to it, group diameter) for one group."""
     dm = _distance_matrix(words[members])
-    if policy == "first":
+    if keep_rule == "first":
         k = 0
-    elif policy == "largest":
+    elif keep_rule == "largest":
         area = (sizes[members, 0].astype(np.int64) * sizes[members, 1]) if sizes is not None else np.zeros(len(members))
         k = int(np.argmax(area))  # ties: the first (lowest index)
-    elif policy == "medoid":
+    elif keep_rule == "medoid":
         k = int(np.argmin(dm.sum(axis=1, dtype=np.int64)))
     else:
-        raise ValueError(f"unknown keep policy {policy!r}: must be one of {', '.join(KEEP_POLICIES)}")
+        raise ValueError(f"unknown keep rule {keep_rule!r}: must be one of {', '.join(KEEP_RULES)}")
     return int(members[k]), dm[k], int(dm.max())
 
 
-def groups_at(index: DuplicateIndex, radius: int, scope: str = "within-class", policy: str = "first",
+def clamp_radius(radius: int, index: DuplicateIndex) -> int:
+    """The radius actually cut: at most the largest radius the index holds pairs for."""
+    return max(0, min(int(radius), index.max_radius))
+
+
+def groups_at(index: DuplicateIndex, radius: int, scope: str = "within-class", keep_rule: str = "first",
               sizes: NDArray[np.int32] | None = None, restrict: NDArray[np.bool_] | None = None) -> Groups:
     """Groups at `radius` (<= index.max_radius) in one scope; `restrict` limits the images used."""
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}: must be one of {', '.join(SCOPES)}")
-    if policy not in KEEP_POLICIES:
-        raise ValueError(f"unknown keep policy {policy!r}: must be one of {', '.join(KEEP_POLICIES)}")
+    if keep_rule not in KEEP_RULES:
+        raise ValueError(f"unknown keep rule {keep_rule!r}: must be one of {', '.join(KEEP_RULES)}")
     if not 0 <= radius <= index.max_radius:
         raise ValueError(f"radius must be between 0 and {index.max_radius}, got {radius}")
     p = index.pairs
@@ -165,13 +171,13 @@ def groups_at(index: DuplicateIndex, radius: int, scope: str = "within-class", p
     members, offsets, keep, dist, diam = [], [0], [], [], []
     for g in rank:
         mem = order[starts[g] : starts[g] + counts[g]]
-        k, d, dia = _choose(mem, words, policy, sizes)
+        k, d, dia = _choose(mem, words, keep_rule, sizes)
         members.append(mem)
         dist.append(d)
         keep.append(k)
         diam.append(dia)
         offsets.append(offsets[-1] + len(mem))
-    return Groups(radius, scope, policy, _cat(members, np.int64), np.array(offsets, np.int64),
+    return Groups(radius, scope, keep_rule, _cat(members, np.int64), np.array(offsets, np.int64),
                   np.array(keep, np.int64), _cat(dist, np.int16), np.array(diam, np.int16))
 
 
@@ -187,17 +193,17 @@ def leaked_test_images(index: DuplicateIndex, radius: int, split: NDArray[np.int
     return np.unique(ends[split[ends] != TRAIN])
 
 
-def hash_selection(ds: Dataset, index: DuplicateIndex, radius: int, policy: str = "first",
+def hash_selection(ds: Dataset, index: DuplicateIndex, radius: int, keep_rule: str = "first",
                    pool_split: int = TRAIN) -> Selection:
     """Within-class dedup of one split: each group keeps one image, the rest are removed."""
-    return dedup_selection(index, radius, ds.split, ds.sizes, policy, pool_split)
+    return dedup_selection(index, radius, ds.split, ds.sizes, keep_rule, pool_split)
 
 
 def dedup_selection(index: DuplicateIndex, radius: int, split: NDArray[np.int8], sizes: NDArray[np.int32] | None,
-                    policy: str = "first", pool_split: int = TRAIN) -> Selection:
+                    keep_rule: str = "first", pool_split: int = TRAIN) -> Selection:
     """hash_selection over plain arrays (the scale-out path has no Dataset object)."""
     pool = split == pool_split
-    groups = groups_at(index, radius, "within-class", policy, sizes, restrict=pool)
+    groups = groups_at(index, radius, "within-class", keep_rule, sizes, restrict=pool)
     n = len(split)
     keep = np.ones(n, bool)
     group = np.full(n, -1, np.int64)
@@ -211,5 +217,5 @@ def dedup_selection(index: DuplicateIndex, radius: int, split: NDArray[np.int8],
         keep[mem] = mem == groups.keep[g]
     rep[keep] = -1
     dist[keep] = np.nan
-    params = {"hash": index.config.label, "radius": radius, "keep": policy}
+    params = {"hash": index.config.label, "radius": radius, "keep": keep_rule}
     return Selection("hash", params, pool, keep, group, rep, dist)

@@ -20,12 +20,13 @@ from numpy.typing import NDArray
 
 from core import cache
 from core.datasets import TEST, TRAIN, Dataset
-from core.device import pick_device
+from core.device import describe, pick_device
 from core.selection import Selection, empty_like, random_like
 from core.training import TrainConfig, recipe_key, train
 from core.types import ProgressFn
 
 METHODS = ("semantic", "hash", "random")
+DEFAULT_FRACTIONS = (1.0, 0.9, 0.8, 0.7)  # the sweep of the Experiments page and the experiment command
 
 
 def budget_recipe(ds: Dataset, device: str | None = None) -> TrainConfig:
@@ -69,7 +70,7 @@ class ArmResult:
 @dataclass(frozen=True)
 class ExperimentConfig:
     methods: tuple[str, ...] = METHODS
-    fractions: tuple[float, ...] = (1.0, 0.9, 0.8, 0.7)
+    fractions: tuple[float, ...] = DEFAULT_FRACTIONS
     seeds: int = 3
     recipe: TrainConfig = field(default_factory=TrainConfig)
     hash_method: str = "phash"
@@ -194,6 +195,24 @@ def estimate_seconds(ds: Dataset, recipe: TrainConfig, n_images_epochs: float, d
     t0 = time.perf_counter()
     train(x, y, len(ds.classes), one, device=device)
     return (time.perf_counter() - t0) / max(1, len(x)) * n_images_epochs
+
+
+def seconds_per_image_epoch(ds: Dataset, recipe: TrainConfig) -> float:
+    """How long one image-epoch of `recipe` takes here: measured once per recipe, device and dataset, cached."""
+    key = cache.make_key("train-speed", {**recipe_key(recipe, min(ds.image_shape[:2])), "device": describe()},
+                         ds.fingerprint)
+    return float(cache.cached_json(key, lambda: estimate_seconds(ds, recipe, 1.0)))
+
+
+def cached_results(ds: Dataset, cfg: ExperimentConfig) -> list[ArmResult]:
+    """Every arm of `cfg` whose result is cached (nothing is trained)."""
+    subsets = Subsets(ds, cfg)
+    found = []
+    for arm in plan(cfg):
+        sel = subsets.get(arm)
+        if sel is not None and (r := peek_arm(ds, arm, sel, cfg.recipe)) is not None:
+            found.append(r)
+    return found
 
 
 def sweep_image_epochs(ds: Dataset, cfg: ExperimentConfig, arms: list[Arm]) -> float:

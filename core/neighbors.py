@@ -1,10 +1,10 @@
-"""Exact Hamming-radius search: every pair of codes within distance t, none missed.
+"""Exact Hamming-radius search: every pair of codes within the radius, none missed.
 
 Two exact routes, chosen by a cost model:
 - brute force: every pair, XOR + popcount in a compiled loop (quadratic, but ~1 ns a pair);
 - multi-index hashing (Norouzi et al., "Fast Exact Search in Hamming Space with Multi-Index
-  Hashing"): the bits are split into m blocks with radii r_b, sum(r_b + 1) = t + 1, so any pair
-  within t has some block b within r_b (pigeonhole). Each code probes the buckets of its block
+  Hashing"): the bits are split into m blocks with radii r_b, sum(r_b + 1) = radius + 1, so any pair
+  within radius has some block b within r_b (pigeonhole). Each code probes the buckets of its block
   values flipped in at most r_b bits; a candidate pair is verified with the full popcount and
   reported only from the first block that qualifies, so each pair appears exactly once.
 Both run in chunks of rows on threads (the kernels release the GIL), so memory stays bounded
@@ -86,22 +86,22 @@ def _grow(a: NDArray[np.int64], size: int) -> NDArray[np.int64]:
 
 
 @njit(nogil=True, cache=True)
-def _row_hits(words: NDArray[np.uint64], i: int, t: int) -> int:
-    """How many j > i lie within t of row i: a branch-free loop the compiler vectorises."""
+def _row_hits(words: NDArray[np.uint64], i: int, radius: int) -> int:
+    """How many j > i lie within radius of row i: a branch-free loop the compiler vectorises."""
     n, nw = words.shape
     c = 0
     if nw == 1:
         wi = words[i, 0]
         for j in range(i + 1, n):
-            c += int(_pop(wi ^ words[j, 0]) <= U(t))
+            c += int(_pop(wi ^ words[j, 0]) <= U(radius))
     else:
         for j in range(i + 1, n):
-            c += int(_dist(words, i, j) <= t)
+            c += int(_dist(words, i, j) <= radius)
     return c
 
 
 @njit(nogil=True, cache=True)
-def _brute_kernel(words: NDArray[np.uint64], lo: int, hi: int, t: int) -> tuple[
+def _brute_kernel(words: NDArray[np.uint64], lo: int, hi: int, radius: int) -> tuple[
         NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
     """Rows lo..hi against every later row; rows are counted first and scanned again only on a hit."""
     n = words.shape[0]
@@ -111,11 +111,11 @@ def _brute_kernel(words: NDArray[np.uint64], lo: int, hi: int, t: int) -> tuple[
     dd = np.empty(cap, np.int64)
     k = 0
     for i in range(lo, hi):
-        if _row_hits(words, i, t) == 0:
+        if _row_hits(words, i, radius) == 0:
             continue
         for j in range(i + 1, n):
             d = _dist(words, i, j)
-            if d <= t:
+            if d <= radius:
                 if k == cap:
                     cap *= 2
                     ii, jj, dd = _grow(ii, cap), _grow(jj, cap), _grow(dd, cap)
@@ -127,7 +127,7 @@ def _brute_kernel(words: NDArray[np.uint64], lo: int, hi: int, t: int) -> tuple[
 @njit(nogil=True, cache=True)
 def _mih_kernel(words: NDArray[np.uint64], blocks: NDArray[np.int64], radii: NDArray[np.int64], b: int,
                 order: NDArray[np.int64], start: NDArray[np.int64], masks: NDArray[np.int64],
-                lo: int, hi: int, t: int) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
+                lo: int, hi: int, radius: int) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
     cap = 1024
     ii = np.empty(cap, np.int64)
     jj = np.empty(cap, np.int64)
@@ -149,7 +149,7 @@ def _mih_kernel(words: NDArray[np.uint64], blocks: NDArray[np.int64], radii: NDA
                 if not first:
                     continue
                 d = _dist(words, i, j)
-                if d <= t:
+                if d <= radius:
                     if k == cap:
                         cap *= 2
                         ii, jj, dd = _grow(ii, cap), _grow(jj, cap), _grow(dd, cap)
@@ -174,11 +174,11 @@ def _split_bits(bits: int, m: int) -> tuple[tuple[int, int], ...]:
     return tuple((int(s), int(z)) for s, z in zip(starts, sizes))
 
 
-def _radii(t: int, m: int) -> tuple[int, ...]:
-    """Block radii with sum(r + 1) >= t + 1, as even as possible (all 0 when m > t)."""
-    if m > t:
+def _radii(radius: int, m: int) -> tuple[int, ...]:
+    """Block radii with sum(r + 1) >= radius + 1, as even as possible (all 0 when m > radius)."""
+    if m > radius:
         return (0,) * m
-    return tuple((t + 1) // m - 1 + (1 if b < (t + 1) % m else 0) for b in range(m))
+    return tuple((radius + 1) // m - 1 + (1 if b < (radius + 1) % m else 0) for b in range(m))
 
 
 def _block_values(words: NDArray[np.uint64], first: int, count: int) -> NDArray[np.int64]:
@@ -195,7 +195,7 @@ def _block_values(words: NDArray[np.uint64], first: int, count: int) -> NDArray[
     return out.astype(np.int64)
 
 
-def plan_search(words: NDArray[np.uint64], t: int, bits: int) -> Plan:
+def plan_search(words: NDArray[np.uint64], radius: int, bits: int) -> Plan:
     """Pick brute force or the cheapest block count for multi-index hashing.
 
     MIH cost per block = probes x (n + sum of squared bucket counts): the squared counts are
@@ -205,8 +205,8 @@ def plan_search(words: NDArray[np.uint64], t: int, bits: int) -> Plan:
     n = len(words)
     best = Plan("brute", (), (), BRUTE_WEIGHT * n * (n - 1) / 2 * words.shape[1])
     m_min = max(2, -(-bits // MAX_BLOCK_BITS))
-    for m in range(m_min, min(bits // 4, max(m_min, t + 1) + 2) + 1):
-        blocks, radii = _split_bits(bits, m), _radii(t, m)
+    for m in range(m_min, min(bits // 4, max(m_min, radius + 1) + 2) + 1):
+        blocks, radii = _split_bits(bits, m), _radii(radius, m)
         cost = 0.0
         for (first, count), r in zip(blocks, radii):
             probes = sum(comb(count, k) for k in range(r + 1))
@@ -294,9 +294,9 @@ def merge(results: Sequence[tuple[NDArray[np.int64], ...] | Pairs]) -> Pairs:
     triples = [(r.i, r.j, r.d) if isinstance(r, Pairs) else r for r in results]
     if not triples:
         return Pairs(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int16))
-    i = np.concatenate([t[0] for t in triples]).astype(np.int64)
-    j = np.concatenate([t[1] for t in triples]).astype(np.int64)
-    d = np.concatenate([t[2] for t in triples]).astype(np.int16)
+    i = np.concatenate([radius[0] for radius in triples]).astype(np.int64)
+    j = np.concatenate([radius[1] for radius in triples]).astype(np.int64)
+    d = np.concatenate([radius[2] for radius in triples]).astype(np.int16)
     order = np.lexsort((j, i))
     return Pairs(i[order], j[order], d[order])
 

@@ -18,9 +18,18 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from core.datasets import Dataset, DatasetError, Precomputed, Skipped, decode_image, fingerprint_arrays
+from core.datasets import (
+    Dataset,
+    DatasetError,
+    Precomputed,
+    Skipped,
+    decode_image,
+    fingerprint_arrays,
+    register_source,
+)
 from core.hashing import HashConfig
-from core.scale import ScaleError, read_hashes, read_job, read_location
+from core.result_folder import read_hashes, read_job
+from core.shards import ScaleError, read_location
 from core.types import Images, ProgressFn, report
 
 log = logging.getLogger("redex.results")
@@ -124,3 +133,6 @@ def _embeddings(out: Path, ids: list[str]) -> NDArray[np.float32] | None:
         width = col.type.list_size
         return np.asarray(col.values.to_numpy(zero_copy_only=False), np.float32).reshape(-1, width)
     return None
+
+
+register_source("scale", lambda path, on_progress: open_results(path, on_progress=on_progress))

@@ -27,6 +27,7 @@ from core.types import ProgressFn, report
 log = logging.getLogger("redex.semantic")
 
 POLICIES = ("mean", "random", "farthest")
+DEFAULT_KEEP_FRACTION = 0.9  # the paper's headline cut: the 10% you do not need
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,12 @@ from core.datasets import TRAIN, Dataset
 from core.device import describe
 from core.evidence import EvidenceConfig, differences, per_class_costs
 from core.experiments import (
+    DEFAULT_FRACTIONS,
     METHODS,
     ArmResult,
     ExperimentConfig,
-    Subsets,
     budget_recipe,
-    estimate_seconds,
-    peek_arm,
+    cached_results,
     plan,
     run_sweep,
     summarize,
@@ -31,7 +30,7 @@ from ui.common import open_dataset, ready, text
 from ui.state import ensure_state
 from ui.steps import experiment_registry
 
-SWEEP = (1.0, 0.9, 0.8, 0.7)
+SWEEP = DEFAULT_FRACTIONS
 COLORS = {"full": "#444444", "semantic": "#1f77b4", "hash": "#ff7f0e", "random": "#7f7f7f"}
 
 ensure_state()
@@ -89,15 +88,11 @@ if b2.button(f"Sweep {', '.join(map(str, SWEEP))}", key="exp_sweep"):
 b3.toggle("Retrain when the slider is let go", key="retrain_on_change")
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
-def estimate(fingerprint: str, recipe_json: str, image_epochs: float) -> float:
-    return estimate_seconds(ds, recipe, image_epochs)
-
-
 arms_now = plan(config((1.0, float(st.session_state["keep_fraction"]))))
-eta = estimate(ds.fingerprint, str(dataclasses.asdict(recipe)), sweep_image_epochs(ds, config(()), arms_now))
+speed = data.training_speed(ds, recipe)
+eta = "" if speed is None else f", about {speed * sweep_image_epochs(ds, config(()), arms_now):.0f} s if none is cached"
 st.caption(f"Recipe: {recipe.arch}, {recipe.epochs} epochs, batch {recipe.batch_size}, on {describe()}. "
-           f"This setting: {len(arms_now)} runs, about {eta:.0f} s if none is cached.")
+           f"This setting: {len(arms_now)} runs{eta}.")
 
 
 @st.fragment(run_every=1.0 if registry.active() else None)
@@ -131,15 +126,7 @@ def collected(ds: Dataset) -> list[ArmResult]:
         ready(data.dendrograms(ds, emb))
     if "hash" in cfg_now.methods:
         ready(data.dup_index(ds, cfg_now.hash_method, cfg_now.hash_size))
-    fractions = tuple(sorted({*SWEEP, float(st.session_state["keep_fraction"])}, reverse=True))
-    cfg = config(fractions)
-    subsets = Subsets(ds, cfg)
-    found = []
-    for arm in plan(cfg):
-        sel = subsets.get(arm)
-        if sel is not None and (r := peek_arm(ds, arm, sel, recipe)) is not None:
-            found.append(r)
-    return found
+    return cached_results(ds, config(tuple(sorted({*SWEEP, float(st.session_state["keep_fraction"])}, reverse=True))))
 
 
 found = collected(ds)

@@ -6,10 +6,10 @@ import pandas as pd
 import streamlit as st
 
 from core.datasets import SOURCES, TEST
-from core.duplicates import leaked_test_images
+from core.duplicates import clamp_radius, leaked_test_images
 from core.embedding import MODELS, missing_embeddings
 from core.hashing import METHODS
-from core.scale import job_summary
+from core.result_folder import job_summary
 from ui.common import current_hash_selection, current_semantic_selection, open_dataset
 from ui.state import ensure_state
 
@@ -54,7 +54,7 @@ with h[0]:
     hashed = current_hash_selection(ds)
 if hashed is not None:
     index, hash_sel = hashed
-    radius = min(int(st.session_state["radius"]), index.max_radius)
+    radius = clamp_radius(st.session_state["radius"], index)
     leaked = leaked_test_images(index, radius, ds.split)
     h[0].metric(f"Near-duplicates ({index.config.label}, ≤ {radius} bits)",
                 f"{len(hash_sel.removed):,} removed", f"-{100 * (1 - hash_sel.kept_fraction):.1f}% of train",

@@ -7,7 +7,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.duplicates import groups_at
+from core.duplicates import clamp_radius, groups_at
 from core.projection import drawn_points
 from ui import data
 from ui.common import class_color, current_hash_selection, current_semantic_selection, open_dataset, ready, text
@@ -55,7 +55,7 @@ elif color_by == "kept / redundant":
                                    hoverinfo="text"))
 else:
     index, _ = ready(current_hash_selection(ds))
-    groups = groups_at(index, min(int(st.session_state["radius"]), index.max_radius), "within-class")
+    groups = groups_at(index, clamp_radius(st.session_state["radius"], index), "within-class")
     gid = np.full(len(ds), -1)
     for g in range(len(groups)):
         gid[groups.group(g)] = g

@@ -1,4 +1,4 @@
-"""Near-duplicates: a Hamming-threshold slider over cached pairs; groups, conflicts and leakage."""
+"""Near-duplicates: a Hamming-radius slider over cached pairs; groups, conflicts and leakage."""
 
 from __future__ import annotations
 
@@ -7,7 +7,15 @@ import pandas as pd
 import streamlit as st
 
 from core.datasets import SPLIT_NAMES, Dataset
-from core.duplicates import KEEP_POLICIES, DuplicateIndex, Groups, groups_at, hash_selection, leaked_test_images
+from core.duplicates import (
+    KEEP_RULES,
+    DuplicateIndex,
+    Groups,
+    clamp_radius,
+    groups_at,
+    hash_selection,
+    leaked_test_images,
+)
 from core.hashing import HASH_SIZES, METHODS
 from ui import data
 from ui.common import open_dataset, per_class_chart, ready
@@ -24,7 +32,7 @@ ds = open_dataset()
 c1, c2, c3 = st.columns(3)
 c1.selectbox("Hash method", METHODS, key="hash_method")
 c2.selectbox("Hash size", HASH_SIZES, key="hash_size", format_func=lambda s: f"{s} ({s * s} bits)")
-c3.selectbox("Keep in each group", KEEP_POLICIES, key="keep_policy")
+c3.selectbox("Keep in each group", KEEP_RULES, key="keep_rule")
 index = ready(data.dup_index(ds, st.session_state["hash_method"], int(st.session_state["hash_size"])))
 
 
@@ -55,12 +63,12 @@ def pager(n: int, key: str) -> int:
 @st.fragment
 def results(ds: Dataset, index: DuplicateIndex) -> None:
     """The slider and everything it drives: moving it reruns only this block."""
-    st.session_state["radius"] = min(int(st.session_state["radius"]), index.max_radius)
-    radius = st.slider("Hamming threshold (bits)", 0, index.max_radius, key="radius",
+    st.session_state["radius"] = clamp_radius(st.session_state["radius"], index)
+    radius = st.slider("Hamming radius (bits)", 0, index.max_radius, key="radius",
                        help="Pairs within this many differing bits are near-duplicates.")
-    sel = hash_selection(ds, index, radius, st.session_state["keep_policy"])
-    within = groups_at(index, radius, "within-class", st.session_state["keep_policy"], ds.sizes)
-    conflicts = groups_at(index, radius, "cross-class", st.session_state["keep_policy"], ds.sizes)
+    sel = hash_selection(ds, index, radius, st.session_state["keep_rule"])
+    within = groups_at(index, radius, "within-class", st.session_state["keep_rule"], ds.sizes)
+    conflicts = groups_at(index, radius, "cross-class", st.session_state["keep_rule"], ds.sizes)
     leaked = leaked_test_images(index, radius, ds.split)
     m = st.columns(4)
     m[0].metric("Groups (within class)", f"{len(within):,}")
@@ -73,13 +81,13 @@ def results(ds: Dataset, index: DuplicateIndex) -> None:
     for tab, groups, key in ((tabs[0], within, "within"), (tabs[1], conflicts, "conflict")):
         with tab:
             if len(groups) == 0:
-                st.info("No groups at this threshold.")
+                st.info("No groups at this radius.")
             else:
                 group_rows(ds, groups, pager(len(groups), f"page_{key}"), key)
     with tabs[2]:
-        leak = groups_at(index, radius, "train-test", st.session_state["keep_policy"], ds.sizes)
+        leak = groups_at(index, radius, "train-test", st.session_state["keep_rule"], ds.sizes)
         if len(leak) == 0:
-            st.info("No test image has a near-duplicate in train at this threshold.")
+            st.info("No test image has a near-duplicate in train at this radius.")
         else:
             group_rows(ds, leak, pager(len(leak), "page_leak"), "leak")
 

@@ -50,7 +50,8 @@ def tree_snapshot(root: Path) -> dict[str, bytes]:
 def local_ray():  # type: ignore[no-untyped-def]
     """A local Ray with 2 CPUs for the whole session (skips where Ray is missing or cannot start)."""
     ray = pytest.importorskip("ray", reason="Ray is not installed")
-    from core.scale import ScaleError, connect
+    from core.ray_runtime import connect
+    from core.shards import ScaleError
 
     try:
         connect(None, num_cpus=2)

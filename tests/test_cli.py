@@ -18,12 +18,12 @@ def run(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:
 
 def test_duplicates_then_export(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    out = run("duplicates", "--dataset", "digits", "--threshold", "4", cache=cache)
+    out = run("duplicates", "--dataset", "digits", "--radius", "4", cache=cache)
     assert out.returncode == 0, out.stderr
     assert "train/test leakage:" in out.stdout and "within-class:" in out.stdout
     removed = int(out.stdout.split("dedup (within class, train): removes ")[1].split(" ")[0].replace(",", ""))
     target = tmp_path / "export"
-    exp = run("export", "--dataset", "digits", "--threshold", "4", "--out", str(target), "--images", cache=cache)
+    exp = run("export", "--dataset", "digits", "--radius", "4", "--out", str(target), "--images", cache=cache)
     assert exp.returncode == 0, exp.stderr
     assert "(from cache)" in exp.stdout  # the index was not recomputed
     rows = list(csv.DictReader(open(target / "manifest.csv", encoding="utf-8")))
@@ -42,8 +42,18 @@ def test_export_refuses_a_non_empty_folder(tmp_path: Path) -> None:
 
 
 def test_bad_arguments_are_one_clear_line(tmp_path: Path) -> None:
-    for args, words in [(("duplicates", "--threshold", "99"), "between 0 and 12"),
+    for args, words in [(("duplicates", "--radius", "99"), "between 0 and 12"),
                         (("duplicates", "--dataset", "nope"), "unknown dataset"),
                         (("hash", "--dataset", f"imagefolder:{tmp_path}/absent"), "not found")]:
         out = run(*args, cache=tmp_path / "c")
         assert out.returncode == 2 and words in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_an_old_option_spelling_still_works_and_names_its_replacement(tmp_path: Path) -> None:
+    old = run("duplicates", "--dataset", "digits", "--threshold", "4", "--keep", "largest", cache=tmp_path / "c")
+    new = run("duplicates", "--dataset", "digits", "--radius", "4", "--keep-rule", "largest", cache=tmp_path / "c")
+    assert old.returncode == 0 == new.returncode, old.stderr
+    assert "note: --threshold is now --radius" in old.stderr and "note: --keep is now --keep-rule" in old.stderr
+    summary = [line for line in old.stdout.splitlines() if line.startswith("dedup")]
+    assert summary and summary[0].split(", cut in")[0] == [
+        line for line in new.stdout.splitlines() if line.startswith("dedup")][0].split(", cut in")[0]

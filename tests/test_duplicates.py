@@ -99,7 +99,7 @@ def test_bad_parameters() -> None:
     index = _toy_index()
     with pytest.raises(ValueError, match="scope"):
         groups_at(index, 1, "everything")
-    with pytest.raises(ValueError, match="keep policy"):
+    with pytest.raises(ValueError, match="keep rule"):
         groups_at(index, 1, "within-class", "newest")
     with pytest.raises(ValueError, match="radius"):
         groups_at(index, 13)

@@ -72,7 +72,8 @@ def test_result_folder_holds_what_the_job_decided(job) -> None:  # type: ignore[
 
 
 def test_parquet_and_webdataset_results_read_their_images_back(local_ray, sources, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from core.scale import hash_source, write_results
+    from core.result_folder import write_results
+    from core.scale import hash_source
 
     root, parquet, wds = sources
     ref = load_image_folder(root)
@@ -105,7 +106,8 @@ def test_unreadable_image_is_a_grey_tile_with_its_reason(job, tmp_path) -> None:
 
 
 def test_foreign_stale_and_missing_folders_are_refused(job, planted_folder, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from core.scale import ScaleError, hash_source
+    from core.scale import hash_source
+    from core.shards import ScaleError
 
     root, out = job
     with pytest.raises(DatasetError, match="no job.json"):

@@ -9,7 +9,7 @@ import plotly.colors
 import streamlit as st
 
 from core.datasets import Dataset, DatasetError
-from core.duplicates import hash_selection
+from core.duplicates import clamp_radius, hash_selection
 from core.embedding import missing_embeddings
 from core.selection import Selection
 from core.semantic import semantic_selection
@@ -76,8 +76,8 @@ def current_hash_selection(ds: Dataset) -> tuple[Any, Selection] | None:
     index = data.dup_index(ds, ss["hash_method"], int(ss["hash_size"]))
     if index is None:
         return None
-    radius = min(int(ss["radius"]), index.max_radius)
-    return index, hash_selection(ds, index, radius, ss["keep_policy"])
+    radius = clamp_radius(ss["radius"], index)
+    return index, hash_selection(ds, index, radius, ss["keep_rule"])
 
 
 def current_semantic_selection(ds: Dataset) -> tuple[Any, Any, Selection] | None:

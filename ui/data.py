@@ -14,10 +14,12 @@ from core import cache
 from core.datasets import Dataset, DatasetError, load_dataset
 from core.duplicates import DuplicateIndex, build_index
 from core.embedding import EmbedConfig, Embeddings, EmbeddingUnavailable, embed
+from core.experiments import seconds_per_image_epoch
 from core.hashing import HashConfig
 from core.projection import Projection, UmapConfig, cached_projection
 from core.results import results_version
 from core.semantic import Dendrograms, cached_dendrograms
+from core.training import TrainConfig
 from ui.state import check_allowed
 from ui.steps import step
 
@@ -69,6 +71,12 @@ def embeddings(ds: Dataset, model: str) -> Embeddings | None:
 def dendrograms(ds: Dataset, emb: Embeddings) -> Dendrograms | None:
     return step(f"dendro:{emb.key}", "Clustering each class",
                       lambda p: cached_dendrograms(ds, emb.vectors, emb.key, on_progress=p))
+
+
+def training_speed(ds: Dataset, recipe: TrainConfig) -> float | None:
+    """Seconds per image-epoch of `recipe` here (a short timed run, once per recipe and device)."""
+    return step(f"speed:{ds.fingerprint}:{recipe}", "Timing the training recipe",
+                lambda p: seconds_per_image_epoch(ds, recipe))
 
 
 def projection(emb: Embeddings) -> Projection | None:

@@ -12,17 +12,20 @@ from typing import Any
 
 import streamlit as st
 
+from core.duplicates import DEFAULT_KEEP_RULE, DEFAULT_RADIUS
+from core.hashing import HashConfig
 from core.projection import MAX_DRAWN
+from core.semantic import DEFAULT_KEEP_FRACTION
 
 DEFAULTS: dict[str, Any] = {
     "dataset": os.environ.get("REDEX_DATASET", "digits"),  # a spec string for core.datasets.load_dataset
-    "hash_method": "phash",
-    "hash_size": 8,
-    "radius": 4,
-    "keep_policy": "first",
+    "hash_method": HashConfig().method,
+    "hash_size": HashConfig().hash_size,
+    "radius": DEFAULT_RADIUS,
+    "keep_rule": DEFAULT_KEEP_RULE,
     "embedding": "trained",
     "sem_mode": "keep fraction",
-    "keep_fraction": 0.9,
+    "keep_fraction": DEFAULT_KEEP_FRACTION,
     "distance": 0.05,
     "per_class": False,
     "rep_policy": "mean",
