@@ -28,13 +28,13 @@ browser-deps:  ## Debian's chromium for the real-browser tests (skipped there if
 		echo "chromium could not be installed: browser tests will skip"
 
 lint: $(STAMP)
-	$(BIN)/ruff check core ui pages app.py tests bench
+	$(BIN)/ruff check core ui views app.py tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy core
 
 test: $(STAMP) browser-deps  ## lint, type-check core, check the layers, and run the default test suite (CPU, offline)
-	$(BIN)/ruff check core ui pages app.py tests bench
+	$(BIN)/ruff check core ui views app.py tests bench
 	$(BIN)/mypy core
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q

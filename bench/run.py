@@ -273,8 +273,8 @@ def app_latency() -> list[dict[str, Any]]:
 
     rows = []
     warm_dir = os.environ.get(cache.ENV_VAR)
-    for page, key, values, label in (("pages/near_duplicates.py", "radius", (4, 8), "near-duplicate page"),
-                                     ("pages/semantic.py", "keep_fraction", (0.9, 0.8), "semantic page")):
+    for page, key, values, label in (("views/near_duplicates.py", "radius", (4, 8), "near-duplicate page"),
+                                     ("views/semantic.py", "keep_fraction", (0.9, 0.8), "semantic page")):
         at = AppTest.from_file(str(ROOT / page), default_timeout=900)
         at.session_state["dataset"] = SPEC
         if page.endswith("near_duplicates.py"):  # cold: empty disk cache, nothing in memory (decode+hash+search)

@@ -42,13 +42,7 @@ def main() -> int:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=shutil.which("chromium"), headless=True, args=[
                 "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage"])
-            # A fresh server routes a first deep link by the pages/ folder before app.py has run once
-            # (and has declared st.navigation); opening "/" first, as a user does, avoids that.
-            warm = browser.new_page()
-            warm.goto(url)
-            warm.wait_for_selector("[data-testid='stSidebarNav']", timeout=600_000)
-            warm.close()
-            for name in pages:
+            for name in pages:  # each opened by its URL, the first one on a fresh server
                 page = browser.new_page(viewport={"width": 1400, "height": 2200})
                 page.goto(f"{url}/{name}")
                 page.wait_for_function(

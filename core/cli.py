@@ -55,6 +55,7 @@ from core.experiments import (
 from core.export import export
 from core.hashing import HASH_SIZES, METHODS, HashConfig, dataset_hashes, to_hex
 from core.projection import UmapConfig, cached_projection
+from core.report import ReportConfig, ReportError, build_report, to_pdf, write_report
 from core.scale import hash_source, scale_duplicates, scale_semantic
 from core.selection import Selection
 from core.semantic import DEFAULT_KEEP_FRACTION, POLICIES, Dendrograms, semantic_index, semantic_selection
@@ -329,6 +330,21 @@ def cmd_export(args: argparse.Namespace, progress: ProgressFn) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace, progress: ProgressFn) -> int:
+    """One self-contained HTML report (and with --pdf its PDF through Chromium)."""
+    ds = _load(args, progress)
+    cfg = ReportConfig(hash=_hash_cfg(args), radius=args.radius, keep_fraction=args.keep_fraction)
+    t0 = time.perf_counter()
+    page = build_report(ds, cfg, dataset_spec=args.dataset, on_progress=progress)
+    out = write_report(page, args.out)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB) in {time.perf_counter() - t0:.1f} s")
+    if args.pdf:
+        t1 = time.perf_counter()
+        pdf = to_pdf(out, out.with_suffix(".pdf"))
+        print(f"wrote {pdf} ({pdf.stat().st_size / 1e6:.2f} MB) in {time.perf_counter() - t1:.1f} s")
+    return 0
+
+
 class _Renamed(argparse.Action):
     """An old spelling of an option: still accepted, with a note naming the one that replaces it."""
 
@@ -439,6 +455,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=EvidenceConfig().seeds)
     p.add_argument("--write", help="a markdown file whose section for this dataset and device is rewritten")
     p.set_defaults(fn=cmd_evidence)
+    p = sub.add_parser("report", help="one self-contained HTML report of the redundancy and the proof")
+    _add_dataset(p)
+    _add_hash_method(p)
+    _add_radius(p)
+    p.add_argument("--keep-fraction", type=float, default=DEFAULT_KEEP_FRACTION,
+                   help="semantic: keep this fraction of the training set")
+    p.add_argument("--out", default="report.html", help="the HTML file to write")
+    p.add_argument("--pdf", action="store_true", help="also print it to PDF with Chromium (beside the HTML)")
+    p.set_defaults(fn=cmd_report)
     p = sub.add_parser("scale", help="run on Ray: a local one, or a cluster with --address")
     p.add_argument("step", choices=["hash", "duplicates", "embed", "semantic"])
     p.add_argument("--source", required=True, help="imagefolder:PATH | parquet:PATH | webdataset:PATH")
@@ -472,7 +497,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     np.set_printoptions(suppress=True)
     try:
         return int(args.fn(args, TqdmProgress()))
-    except (DatasetError, ValueError, FileExistsError, FileNotFoundError, PermissionError, ScaleError) as exc:
+    except (DatasetError, ValueError, FileExistsError, FileNotFoundError, PermissionError, ScaleError,
+            ReportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -88,7 +88,7 @@ def _url_path(path: str) -> str:
 
 def _open(browser, url: str, shot: str):  # type: ignore[no-untyped-def]
     """A page loaded and finished running (no skeletons, a title), screenshotted, with no exception box."""
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
     page.goto(url, wait_until="domcontentloaded")
     page.wait_for_selector("[data-testid='stApp']", timeout=60_000)
     page.wait_for_function(
@@ -105,9 +105,26 @@ def _open(browser, url: str, shot: str):  # type: ignore[no-untyped-def]
     return page
 
 
+# Streamlit ends a label that does not fit with an ellipsis on its markdown container
+LABELS = ("[data-testid='stWidgetLabel'] [data-testid='stMarkdownContainer'], "
+          "[data-testid='stMetricLabel'] [data-testid='stMarkdownContainer']")
+CUT_LABELS = (f'() => [...document.querySelectorAll("{LABELS}")]'
+              ".filter(e => e.offsetParent !== null && e.scrollWidth > e.clientWidth + 1).map(e => e.innerText)")
+
+
 @pytest.mark.parametrize("path", [p for p, _, _ in PAGES], ids=lambda p: Path(p).stem)
 def test_page_in_a_real_browser(server: str, browser, path: str) -> None:  # type: ignore[no-untyped-def]
-    _open(browser, f"{server}/{_url_path(path)}", Path(path).stem).close()
+    page = _open(browser, f"{server}/{_url_path(path)}", Path(path).stem)
+    assert page.evaluate(CUT_LABELS) == [], "a label is cut off at 1280 px"
+    page.close()
+
+
+def test_a_first_request_by_url_on_a_fresh_server_shows_the_apps_navigation(browser, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    for url in _serve(tmp_path, {}):
+        page = _open(browser, f"{url}/near_duplicates", "fresh-deep-link")
+        nav = page.locator("[data-testid='stSidebarNav']").inner_text()
+        assert [t for t, _ in [(title, 0) for _, title, _ in PAGES] if t not in nav] == [], nav
+        assert "app" not in nav.split() and page.locator("h1").first.inner_text().strip() == "Near-duplicates"
 
 
 def test_result_folder_in_a_real_browser(scale_server: str, browser) -> None:  # type: ignore[no-untyped-def]

@@ -84,7 +84,7 @@ def test_newer_slider_position_supersedes_queued_work() -> None:
 
 
 def test_page_queues_a_job_and_shows_its_result() -> None:
-    at = AppTest.from_file(str(ROOT / "pages/experiments.py"), default_timeout=300)
+    at = AppTest.from_file(str(ROOT / "views/experiments.py"), default_timeout=300)
     at.session_state["exp_epochs"] = 1
     at.session_state["exp_seeds"] = 1
     at.session_state["exp_methods"] = ["semantic", "random"]

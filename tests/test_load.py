@@ -34,7 +34,7 @@ def test_five_concurrent_sessions_get_the_same_result() -> None:
     from streamlit.testing.v1 import AppTest
 
     def session(k: int) -> tuple[str, ...]:
-        at = AppTest.from_file(str(ROOT / "pages/near_duplicates.py"), default_timeout=900)
+        at = AppTest.from_file(str(ROOT / "views/near_duplicates.py"), default_timeout=900)
         at.session_state["dataset"] = f"imagefolder:{CIFAR}"
         at.run()
         assert not at.exception, [e.value for e in at.exception]

@@ -40,7 +40,7 @@ def test_app_frame_runs() -> None:
 
 
 def test_hamming_slider_changes_the_counts() -> None:
-    at = page("pages/near_duplicates.py").run()
+    at = page("views/near_duplicates.py").run()
     removed_4 = metric(at, "Images removed")
     at.slider(key="radius").set_value(8).run()
     removed_8 = metric(at, "Images removed")
@@ -51,7 +51,7 @@ def test_hamming_slider_changes_the_counts() -> None:
 
 
 def test_keep_fraction_slider_changes_the_counts() -> None:
-    at = page("pages/semantic.py").run()
+    at = page("views/semantic.py").run()
     assert metric(at, "Kept (required)") == 1212  # round(0.9 * 1347)
     at.slider(key="keep_fraction").set_value(0.5).run()
     assert metric(at, "Kept (required)") == 674  # round(0.5 * 1347) (no ties in these distances)
@@ -62,7 +62,7 @@ def test_keep_fraction_slider_changes_the_counts() -> None:
 
 
 def test_settings_arriving_from_another_page() -> None:
-    at = page("pages/home.py")
+    at = page("views/home.py")
     at.session_state["radius"] = 8
     at.session_state["keep_fraction"] = 0.5
     at.run()
@@ -73,7 +73,7 @@ def test_settings_arriving_from_another_page() -> None:
 
 
 def test_export_page_writes_a_complete_manifest(tmp_path: Path) -> None:
-    at = page("pages/export.py").run()
+    at = page("views/export.py").run()
     target = tmp_path / "out"
     at.text_input(key="export_target").set_value(str(target)).run()
     at.button(key="export_go").click().run()
@@ -86,7 +86,7 @@ def test_export_page_writes_a_complete_manifest(tmp_path: Path) -> None:
 
 
 def test_bad_dataset_shows_an_error_box_not_a_traceback(tmp_path: Path) -> None:
-    at = page("pages/near_duplicates.py")
+    at = page("views/near_duplicates.py")
     at.session_state["dataset"] = f"imagefolder:{tmp_path / 'absent'}"
     at.run()
     assert not at.exception
@@ -95,8 +95,18 @@ def test_bad_dataset_shows_an_error_box_not_a_traceback(tmp_path: Path) -> None:
 
 def test_allow_list_refuses_other_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REDEX_DATA_ROOTS", str(tmp_path / "allowed"))
-    at = page("pages/home.py")
+    at = page("views/home.py")
     at.session_state["dataset"] = "imagefolder:/etc"
     at.run()
     assert not at.exception
     assert at.error and "outside the folders" in at.error[0].value
+
+
+def test_report_page_builds_the_file_and_offers_it() -> None:
+    at = page("views/report.py").run()
+    assert not at.exception and "Build the report" in [b.label for b in at.button]
+    at.button(key="report_build").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    downloads = [d for d in at.get("download_button") if d.proto.label == "Download report.html"]
+    assert downloads, "the built report is offered for download"
+    assert any("MB. Preview" in c.value for c in at.caption)

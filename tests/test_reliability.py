@@ -146,7 +146,7 @@ def test_file_names_render_as_text_not_html(tmp_path: Path) -> None:
         Image.new("RGB", (12, 12), (k * 60, 10, 10)).save(tmp_path / evil / f"{k}.png")
     (tmp_path / "plain").mkdir()
     Image.new("RGB", (12, 12), (0, 200, 0)).save(tmp_path / "plain" / "a.png")
-    at = AppTest.from_file(str(ROOT / "pages/near_duplicates.py"), default_timeout=300)
+    at = AppTest.from_file(str(ROOT / "views/near_duplicates.py"), default_timeout=300)
     at.session_state["dataset"] = f"imagefolder:{tmp_path}"
     at.run()
     assert not at.exception, [e.value for e in at.exception]

@@ -164,14 +164,14 @@ def test_every_page_browses_a_result_folder(job, path: str) -> None:  # type: ig
 
 def test_pages_show_the_numbers_of_the_source(job) -> None:  # type: ignore[no-untyped-def]
     root, out = job
-    ours, theirs = _page("pages/near_duplicates.py", f"scale:{out}"), _page("pages/near_duplicates.py",
+    ours, theirs = _page("views/near_duplicates.py", f"scale:{out}"), _page("views/near_duplicates.py",
                                                                             f"imagefolder:{root}")
     for label in ("Groups (within class)", "Images removed", "Leaked test images"):
         assert _metric(ours, label) == _metric(theirs, label)
     assert _metric(ours, "Images removed") == "15"
-    home = _page("pages/home.py", f"scale:{out}")
+    home = _page("views/home.py", f"scale:{out}")
     assert any("A Ray result folder of imagefolder:" in c.value and "remove 15" in c.value for c in home.caption)
-    experiments = _page("pages/experiments.py", f"scale:{out}")
+    experiments = _page("views/experiments.py", f"scale:{out}")
     assert any("Retraining needs every training image" in i.value for i in experiments.info)
 
 
@@ -180,17 +180,17 @@ def test_allow_list_covers_the_source_of_a_result_folder(job, monkeypatch: pytes
 
     root, out = job
     monkeypatch.setenv("REDEX_DATA_ROOTS", str(out.parent))  # the result folder, not the images it points to
-    refused = _page("pages/home.py", f"scale:{out}")
+    refused = _page("views/home.py", f"scale:{out}")
     assert not refused.exception and refused.error
     assert "come from imagefolder:" in refused.error[0].value and "outside the folders" in refused.error[0].value
     monkeypatch.setenv("REDEX_DATA_ROOTS", os.pathsep.join([str(out.parent), str(root.parent)]))
-    allowed = _page("pages/home.py", f"scale:{out}")
+    allowed = _page("views/home.py", f"scale:{out}")
     assert not allowed.exception and not allowed.error
 
 
 def test_map_of_a_result_folder_draws_its_sample(job) -> None:  # type: ignore[no-untyped-def]
     _, out = job
-    at = _page("pages/map.py", f"scale:{out}", map_max_points=30)
+    at = _page("views/map.py", f"scale:{out}", map_max_points=30)
     assert any("random sample of 30 of the 75 points" in c.value for c in at.caption)
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert sum(_length(t["x"]) for t in spec["data"]) == 30
@@ -208,9 +208,9 @@ def _length(values: object) -> int:
 def test_duplicates_only_folder_explains_the_missing_embedding(local_ray, planted_folder, tmp_path) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "dup-only"
     assert main(["scale", "duplicates", "--source", f"imagefolder:{planted_folder[0]}", "--out", str(out)]) == 0
-    home = _page("pages/home.py", f"scale:{out}")
+    home = _page("views/home.py", f"scale:{out}")
     assert not home.exception and _metric(home, "Semantic redundancy") == "no embeddings"
-    semantic = _page("pages/semantic.py", f"scale:{out}")
+    semantic = _page("views/semantic.py", f"scale:{out}")
     assert not semantic.exception and not semantic.error
     assert any("python -m core scale semantic" in i.value for i in semantic.info)
     from core.results import results_version
@@ -219,7 +219,7 @@ def test_duplicates_only_folder_explains_the_missing_embedding(local_ray, plante
     assert main(["scale", "semantic", "--source", f"imagefolder:{planted_folder[0]}", "--out", str(out),
                  "--epochs", "2"]) == 0
     assert results_version(out) != before  # the app's memo key: the folder is reopened, not served stale
-    semantic = _page("pages/semantic.py", f"scale:{out}")
+    semantic = _page("views/semantic.py", f"scale:{out}")
     assert not semantic.exception and _metric(semantic, "Kept (required)") == "49"
 
 

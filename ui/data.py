@@ -17,6 +17,7 @@ from core.embedding import EmbedConfig, Embeddings, EmbeddingUnavailable, embed
 from core.experiments import seconds_per_image_epoch
 from core.hashing import HashConfig
 from core.projection import Projection, UmapConfig, cached_projection
+from core.report import ReportConfig, build_report
 from core.results import results_version
 from core.semantic import Dendrograms, cached_dendrograms
 from core.training import TrainConfig
@@ -77,6 +78,12 @@ def training_speed(ds: Dataset, recipe: TrainConfig) -> float | None:
     """Seconds per image-epoch of `recipe` here (a short timed run, once per recipe and device)."""
     return step(f"speed:{ds.fingerprint}:{recipe}", "Timing the training recipe",
                 lambda p: seconds_per_image_epoch(ds, recipe))
+
+
+def report_html(ds: Dataset, cfg: ReportConfig, spec: str, build: int) -> str | None:
+    """The report's HTML (a background step; `build` counts the presses of Build, so each press builds anew)."""
+    return step(f"report:{ds.fingerprint}:{cfg}:{build}", "Building the report",
+                lambda p: build_report(ds, cfg, dataset_spec=spec, on_progress=p))
 
 
 def projection(emb: Embeddings) -> Projection | None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 PAGES: list[tuple[str, str, str]] = [
-    ("pages/home.py", "Home", ":material/home:"),
-    ("pages/map.py", "Map", ":material/scatter_plot:"),
-    ("pages/near_duplicates.py", "Near-duplicates", ":material/content_copy:"),
-    ("pages/semantic.py", "Semantic redundancy", ":material/hub:"),
-    ("pages/experiments.py", "Experiments", ":material/science:"),
-    ("pages/export.py", "Export", ":material/download:"),
+    ("views/home.py", "Home", ":material/home:"),
+    ("views/map.py", "Map", ":material/scatter_plot:"),
+    ("views/near_duplicates.py", "Near-duplicates", ":material/content_copy:"),
+    ("views/semantic.py", "Semantic redundancy", ":material/hub:"),
+    ("views/experiments.py", "Experiments", ":material/science:"),
+    ("views/report.py", "Report", ":material/summarize:"),
+    ("views/export.py", "Export", ":material/download:"),
 ]

@@ -10,8 +10,8 @@ from core.datasets import Dataset
 from core.embedding import MODELS
 from core.selection import Selection
 from core.semantic import POLICIES
+from core.thumbnails import KEPT, REDUNDANT, compose
 from ui.common import current_semantic_selection, open_dataset, per_class_chart, ready
-from ui.images import KEPT, REDUNDANT, compose
 from ui.state import ensure_state
 
 CLUSTERS_PER_PAGE = 10

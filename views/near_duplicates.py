@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core.datasets import SPLIT_NAMES, Dataset
+from core.datasets import SPLIT_NAMES, TEST, Dataset
 from core.duplicates import (
     KEEP_RULES,
     DuplicateIndex,
@@ -17,12 +17,14 @@ from core.duplicates import (
     leaked_test_images,
 )
 from core.hashing import HASH_SIZES, METHODS
+from core.thumbnails import KEPT, LEAKED, REDUNDANT, compose
 from ui import data
 from ui.common import open_dataset, per_class_chart, ready
-from ui.images import KEPT, REDUNDANT, compose
 from ui.state import ensure_state
 
 GROUPS_PER_PAGE = 12
+TILES_PER_ROW = 10  # rows of ten 64-px tiles fit the main column at 1280 px
+MAX_TILES = 40
 
 ensure_state()
 st.title("Near-duplicates")
@@ -37,20 +39,22 @@ index = ready(data.dup_index(ds, st.session_state["hash_method"], int(st.session
 
 
 def group_rows(ds: Dataset, groups: Groups, page: int, key: str) -> None:
-    """Groups largest first, each one row of thumbnails: kept one framed green, others red, with distances."""
+    """Groups largest first: thumbnails wrapped in rows (at least 64 px each), the kept one framed green,
+    the others red with their distance; the details beneath, full width."""
     start = page * GROUPS_PER_PAGE
     for g in range(start, min(len(groups), start + GROUPS_PER_PAGE)):
         members, dist = groups.group(g), groups.distances(g)
-        shown = members[:16]
-        borders = [KEPT if m == groups.keep[g] else REDUNDANT for m in shown]
+        shown = members[:MAX_TILES]
+        borders = [KEPT if m == groups.keep[g] else LEAKED if ds.split[m] == TEST else REDUNDANT for m in shown]
         labels = ["kept" if m == groups.keep[g] else f"{int(d)} bits" for m, d in zip(shown, dist)]
-        left, right = st.columns([4, 2])
-        left.image(compose(np.asarray(ds.images[shown]), 16, borders, labels), output_format="PNG")
-        right.dataframe(pd.DataFrame({
+        st.markdown(f"**Group {g}**: {len(members)} images, diameter {int(groups.diameter[g])} bits"
+                    + (f" (the first {MAX_TILES} shown)" if len(members) > MAX_TILES else ""))
+        st.image(compose(np.asarray(ds.images[shown]), TILES_PER_ROW, borders, labels), output_format="PNG")
+        st.dataframe(pd.DataFrame({
             "id": [str(ds.ids[m]) for m in members], "class": [ds.classes[ds.labels[m]] for m in members],
             "split": [SPLIT_NAMES[ds.split[m]] for m in members], "bits to kept": dist.astype(int)}),
-            hide_index=True, height=120, key=f"{key}_{g}")
-        right.caption(f"group {g}: {len(members)} images, diameter {int(groups.diameter[g])} bits")
+            hide_index=True, width="stretch", height=min(36 * (len(members) + 1) + 3, 260), key=f"{key}_{g}")
+        st.divider()
 
 
 def pager(n: int, key: str) -> int:

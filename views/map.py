@@ -9,9 +9,9 @@ import streamlit as st
 
 from core.duplicates import clamp_radius, groups_at
 from core.projection import drawn_points
+from core.thumbnails import STATUS_COLORS, compose
 from ui import data
 from ui.common import class_color, current_hash_selection, current_semantic_selection, open_dataset, ready, text
-from ui.images import compose
 from ui.state import ensure_state
 
 MAX_THUMBS = 200
@@ -35,7 +35,8 @@ if notes:
     st.caption(" ".join(notes))
 c1, c2 = st.columns([3, 1])
 color_by = c1.radio("Colour by", ["class", "kept / redundant", "duplicate group"], key="map_color", horizontal=True)
-links = c2.checkbox("Link redundant images to their representative", key="map_links")
+links = c2.checkbox("Lines to representatives", key="map_links",
+                    help="Join each redundant image to the representative it is merged into")
 
 xy = proj.xy
 hover = {int(i): f"{text(ds.ids[i])}<br>{text(ds.classes[ds.labels[i]])}" for i in shown_idx}
@@ -47,8 +48,9 @@ if color_by == "class":
                                    marker=dict(size=4, color=class_color(k)), customdata=idx,
                                    hovertext=[hover[i] for i in idx], hoverinfo="text"))
 elif color_by == "kept / redundant":
-    for name, mask, color in (("kept", sel.pool & sel.keep, "#2ca02c"), ("redundant", sel.pool & ~sel.keep, "#d62728"),
-                              ("test (not pruned)", ~sel.pool, "#bbbbbb")):
+    for name, mask, color in (("kept", sel.pool & sel.keep, STATUS_COLORS["kept"]),
+                              ("redundant", sel.pool & ~sel.keep, STATUS_COLORS["redundant"]),
+                              ("test (not pruned)", ~sel.pool, STATUS_COLORS["test"])):
         idx = np.flatnonzero(drawn & mask)
         fig.add_trace(go.Scattergl(x=xy[idx, 0], y=xy[idx, 1], mode="markers", name=name, customdata=idx,
                                    marker=dict(size=4, color=color), hovertext=[hover[i] for i in idx],
