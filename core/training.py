@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,14 @@ def _epoch_augmentation(seed: int, epoch: int, n_ids: int, pad: int) -> tuple[to
     return flip, shifts[0], shifts[1]
 
 
+def mixed_precision(device: str) -> AbstractContextManager[Any]:
+    """bf16 autocast on CUDA (tensor cores, half the memory traffic); nothing on the CPU, where float32 is
+    as fast for these small convolutions and bf16 would only cost accuracy."""
+    if device == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
 @torch.inference_mode()
 def predict_features(model: nn.Module, x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
                      batch: int = 1024, head: bool = False) -> torch.Tensor:
@@ -107,10 +116,7 @@ def predict_features(model: nn.Module, x: torch.Tensor, mean: torch.Tensor, std:
     outs = []
     for lo in range(0, len(x), batch):
         xb = ((x[lo : lo + batch].float() - mean) / std).contiguous(memory_format=torch.channels_last)
-        if device.type == "cuda":
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                out = model(xb) if head else model.features(xb)  # type: ignore[operator]
-        else:
+        with mixed_precision(device.type):
             out = model(xb) if head else model.features(xb)  # type: ignore[operator]
         outs.append(out.float())
     return torch.cat(outs) if outs else torch.zeros(0)
@@ -221,11 +227,7 @@ def train(x_train: Images, y_train: NDArray[np.int64], n_classes: int, cfg: Trai
             xb = _augment(x[idx], flips[rows].to(device) if flip else None, sys_[rows].to(device),
                           sxs[rows].to(device), pad)
             xb = ((xb.float() - mean) / std).contiguous(memory_format=torch.channels_last)  # faster on CPU too
-            if device == "cuda":
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    logits = model(xb)
-                    loss = loss_fn(logits, y[idx])
-            else:
+            with mixed_precision(device):
                 logits = model(xb)
                 loss = loss_fn(logits, y[idx])
             opt.zero_grad(set_to_none=True)
