@@ -272,9 +272,9 @@ def cmd_evidence(args: argparse.Namespace, progress: ProgressFn) -> int:
     if args.write:
         command = "python -m core evidence " + " ".join(shlex.quote(a) for a in sys.argv[2:])
         body = render(ds, results, cfg, recipe, command=command, embedding=emb.info, wall_seconds=wall)
-        device = pick_device()
-        write_section(Path(args.write), f"{ds.name}:{device}", f"{ds.name}: the paired sweep on {device}", body)
-        print(f"wrote the {ds.name} ({device}) section of {args.write}")
+        device, label = pick_device(), Path(ds.name.partition(":")[2] or ds.name).name  # not the machine's path
+        write_section(Path(args.write), f"{label}:{device}", f"{label}: the paired sweep on {device}", body)
+        print(f"wrote the {label} ({device}) section of {args.write}")
     return 0
 
 

@@ -133,6 +133,7 @@ def _trained(ds: Dataset, cfg: EmbedConfig, on_progress: ProgressFn | None,
     model = model.to(device)
     mean, std = (torch.from_numpy(info.pop(k)).to(device) for k in ("mean", "std"))
     feats, images = [], ds.pixels("embedding")
+    report(on_progress, "embed", 0, len(ds), "every image through the network")
     for lo in range(0, len(ds), 8192):
         x = to_tensor(np.asarray(images[lo : lo + 8192]), device)
         feats.append(predict_features(model, x, mean, std).cpu().numpy())

@@ -210,6 +210,8 @@ def train(x_train: Images, y_train: NDArray[np.int64], n_classes: int, cfg: Trai
     first, before, losses = _load_checkpoint(checkpoint, model, opt) if checkpoint is not None else (0, 0.0, [])
     for _ in range(first):  # the batch order of finished epochs, so later epochs draw the same ones
         torch.randperm(n, generator=gen)
+    report(on_progress, "train", first * steps_per_epoch, total,
+           f"epoch {first + 1}/{cfg.epochs}" + (f" · resumed after epoch {first}" if first else " · starting"))
     for epoch in range(first, cfg.epochs):
         model.train()
         perm = torch.randperm(n, generator=gen).to(device)
