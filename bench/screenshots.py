@@ -22,7 +22,7 @@ def main() -> int:
     from playwright.sync_api import sync_playwright
 
     dataset = sys.argv[1] if len(sys.argv) > 1 else "digits"
-    pages = sys.argv[2:] or ["", "map", "near_duplicates", "semantic", "experiments", "export"]
+    pages = sys.argv[2:] or ["", "map", "near_duplicates", "semantic", "experiments", "report", "export"]
     out = ROOT / "docs" / "screenshots"
     out.mkdir(parents=True, exist_ok=True)
     with socket.socket() as s:
@@ -45,11 +45,15 @@ def main() -> int:
             for name in pages:  # each opened by its URL, the first one on a fresh server
                 page = browser.new_page(viewport={"width": 1400, "height": 2200})
                 page.goto(f"{url}/{name}")
-                page.wait_for_function(
-                    "() => { const a = document.querySelector(\"[data-testid='stApp']\");"
-                    " return a && a.getAttribute('data-test-script-state') === 'notRunning'"
-                    " && document.querySelectorAll('h1').length > 0; }", timeout=600_000)
-                page.wait_for_timeout(2500)
+                done = ("() => { const a = document.querySelector(\"[data-testid='stApp']\");"
+                        " return a && a.getAttribute('data-test-script-state') === 'notRunning'"
+                        " && document.querySelectorAll('h1').length > 0"
+                        " && !document.querySelector(\"[data-testid='stMain'] [data-testid='stProgress']\"); }")
+                for _ in range(300):  # finished, and no background job of the page running, 3 s apart
+                    page.wait_for_function(done, timeout=900_000)
+                    page.wait_for_timeout(3000)
+                    if page.evaluate(done):
+                        break
                 tag = Path(dataset.partition(":")[2] or dataset).name.replace("-jpg", "")
                 page.screenshot(path=str(out / f"{tag}-{name or 'home'}.png"), full_page=True)
                 page.close()

@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 
 from core import cache
 from core.datasets import TEST, TRAIN, Dataset
-from core.device import describe, pick_device
+from core.device import pick_device
 from core.selection import Selection, empty_like, random_like
 from core.training import TrainConfig, recipe_key, train
 from core.types import ProgressFn
@@ -198,10 +198,9 @@ def estimate_seconds(ds: Dataset, recipe: TrainConfig, n_images_epochs: float, d
 
 
 def seconds_per_image_epoch(ds: Dataset, recipe: TrainConfig) -> float:
-    """How long one image-epoch of `recipe` takes here: measured once per recipe, device and dataset, cached."""
-    key = cache.make_key("train-speed", {**recipe_key(recipe, min(ds.image_shape[:2])), "device": describe()},
-                         ds.fingerprint)
-    return float(cache.cached_json(key, lambda: estimate_seconds(ds, recipe, 1.0)))
+    """How long one image-epoch of `recipe` takes here now (a short timed run; not stored on disk, since
+    a timing taken while the machine is busy would mislead every later estimate)."""
+    return estimate_seconds(ds, recipe, 1.0)
 
 
 def cached_results(ds: Dataset, cfg: ExperimentConfig) -> list[ArmResult]:

@@ -223,7 +223,8 @@ def build_report(ds: Dataset, cfg: ReportConfig = ReportConfig(), *, dataset_spe
     sem_removed = sem_sel.per_class(ds.labels, k)["removed"] if sem_sel is not None else np.zeros(k, np.int64)
 
     s: list[str] = []
-    title = f"Redundancy report: {ds.name}"
+    source, _, where = ds.name.partition(":")
+    title = f"Redundancy report: {Path(where).name} ({source})" if where else f"Redundancy report: {ds.name}"
     s.append(f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
              f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
              f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{_e(title)}</title>'

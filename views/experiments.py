@@ -90,7 +90,8 @@ b3.toggle("Retrain when the slider is let go", key="retrain_on_change")
 
 arms_now = plan(config((1.0, float(st.session_state["keep_fraction"]))))
 speed = data.training_speed(ds, recipe)
-eta = "" if speed is None else f", about {speed * sweep_image_epochs(ds, config(()), arms_now):.0f} s if none is cached"
+minutes = None if speed is None else speed * sweep_image_epochs(ds, config(()), arms_now) / 60
+eta = "" if minutes is None else f", about {minutes:.0f} min if none is cached"
 st.caption(f"Recipe: {recipe.arch}, {recipe.epochs} epochs, batch {recipe.batch_size}, on {describe()}. "
            f"This setting: {len(arms_now)} runs{eta}.")
 
@@ -150,12 +151,11 @@ for method in METHODS:
                                  line=dict(color=COLORS[method])))
 fig.update_layout(height=420, xaxis_title="fraction of the training set kept", yaxis_title="test accuracy (%)",
                   margin=dict(l=10, r=10, t=10, b=10))
-c1, c2 = st.columns([3, 2])
-c1.plotly_chart(fig, key="exp_chart")
+st.plotly_chart(fig, key="exp_chart")
 show = frame.assign(accuracy=[f"{100 * m:.2f} ± {100 * s:.2f}" for m, s in zip(frame.accuracy_mean,
                                                                                  frame.accuracy_std)])
-c2.dataframe(show[["method", "fraction", "kept_fraction", "n_train", "seeds", "accuracy", "seconds_mean", "device"]],
-             hide_index=True, key="exp_table")
+st.dataframe(show[["method", "fraction", "kept_fraction", "n_train", "seeds", "accuracy", "seconds_mean", "device"]],
+             hide_index=True, key="exp_table", width="stretch")
 
 st.subheader("What the data say")
 st.caption("Arms that share a seed share the initial weights and every image's augmentation, so the difference "
