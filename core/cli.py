@@ -24,6 +24,8 @@ from tqdm import tqdm
 
 import core.results  # noqa: F401  (registers the 'scale:' source: a Ray result folder opens as a dataset)
 from core import cache
+from core.candidates import SCOPES as CANDIDATE_SCOPES
+from core.candidates import CandidateConfig, find_candidates
 from core.datasets import SOURCES, SPLIT_NAMES, TEST, TORCHVISION_SOURCES, TRAIN, Dataset, DatasetError, load_dataset
 from core.device import pick_device
 from core.duplicates import (
@@ -330,6 +332,28 @@ def cmd_export(args: argparse.Namespace, progress: ProgressFn) -> int:
     return 0
 
 
+def cmd_candidates(args: argparse.Namespace, progress: ProgressFn) -> int:
+    """The ranked near-duplicate candidates of one scope, best first; --csv writes them all."""
+    ds = _load(args, progress)
+    t0 = time.perf_counter()
+    cands = find_candidates(ds, args.scope, CandidateConfig(top_k=args.neighbours), on_progress=progress)
+    print(f"{len(cands):,} candidate pairs ({args.scope}) in {time.perf_counter() - t0:.1f} s; best first:")
+    print(f"{'rank':>5} {'score':>6} {'cue':>17}  {'image':<32} {'its match':<32}")
+    for r in range(min(args.top, len(cands))):
+        a, b = int(cands.a[r]), int(cands.b[r])
+        print(f"{r + 1:>5} {cands.score[r]:>6.3f} {cands.cue[r]:>17}  {str(ds.ids[a]):<32} {str(ds.ids[b]):<32}")
+    if args.csv:
+        with open(args.csv, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["rank", "score", "cue", "cue_similarity", "image", "image_class", "match", "match_class"])
+            for r in range(len(cands)):
+                a, b = int(cands.a[r]), int(cands.b[r])
+                writer.writerow([r + 1, f"{cands.score[r]:.4f}", cands.cue[r], f"{cands.cue_similarity[r]:.4f}",
+                                 ds.ids[a], ds.classes[ds.labels[a]], ds.ids[b], ds.classes[ds.labels[b]]])
+        print(f"wrote {args.csv}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace, progress: ProgressFn) -> int:
     """One self-contained HTML report (and with --pdf its PDF through Chromium)."""
     ds = _load(args, progress)
@@ -455,6 +479,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=EvidenceConfig().seeds)
     p.add_argument("--write", help="a markdown file whose section for this dataset and device is rewritten")
     p.set_defaults(fn=cmd_evidence)
+    p = sub.add_parser("candidates", help="near-duplicate candidates by pixel neighbours and a pair score, best first")
+    _add_dataset(p)
+    p.add_argument("--scope", default="leakage", choices=CANDIDATE_SCOPES,
+                   help="leakage: test images and their training matches; within / cross: training pairs of one / two "
+                        "classes")
+    p.add_argument("--top", type=int, default=50, help="how many pairs to print")
+    p.add_argument("--neighbours", type=int, default=CandidateConfig().top_k, help="neighbours kept per image and cue")
+    p.add_argument("--csv", help="write every pair, ranked, to this CSV file")
+    p.set_defaults(fn=cmd_candidates)
     p = sub.add_parser("report", help="one self-contained HTML report of the redundancy and the proof")
     _add_dataset(p)
     _add_hash_method(p)

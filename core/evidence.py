@@ -119,8 +119,8 @@ def render(ds: Dataset, results: list[ArmResult], cfg: EvidenceConfig, recipe: T
     seeds_done = sorted({r.seed for r in results if r.method == "full"})
     trained = sum(r.seconds for r in results)
     lines = [f"Command: `{command}` ({len(results)} runs, {len(seeds_done)} seeds; the runs' own training and "
-             f"evaluation add up to {trained / 3600:.2f} h on this device; this invocation took {wall_seconds / 60:.1f} "
-             "min, since cached runs cost nothing and an interrupted sweep resumes).",
+             f"evaluation add up to {trained / 3600:.2f} h on this device; this invocation took "
+             f"{wall_seconds / 60:.1f} min, since cached runs cost nothing and an interrupted sweep resumes).",
              "",
              f"- Dataset: {ds.name} ({int((ds.split == TRAIN).sum()):,} training images, fingerprint "
              f"`{ds.fingerprint[:16]}`). Device: {device}.",

@@ -57,3 +57,15 @@ def test_an_old_option_spelling_still_works_and_names_its_replacement(tmp_path: 
     summary = [line for line in old.stdout.splitlines() if line.startswith("dedup")]
     assert summary and summary[0].split(", cut in")[0] == [
         line for line in new.stdout.splitlines() if line.startswith("dedup")][0].split(", cut in")[0]
+
+
+def test_candidates_prints_the_ranked_pairs_and_writes_them_all(tmp_path: Path) -> None:
+    out = run("candidates", "--dataset", "digits", "--scope", "leakage", "--top", "5", "--csv",
+              str(tmp_path / "pairs.csv"), cache=tmp_path / "c")
+    assert out.returncode == 0, out.stderr
+    lines = [line for line in out.stdout.splitlines() if line.strip()[:1].isdigit() and "digits/test/" in line]
+    assert len(lines) == 5 and [int(line.split()[0]) for line in lines] == [1, 2, 3, 4, 5]
+    scores = [float(line.split()[1]) for line in lines]
+    assert scores == sorted(scores, reverse=True)
+    rows = list(csv.DictReader(open(tmp_path / "pairs.csv", encoding="utf-8")))
+    assert len(rows) > 5 and rows[0]["image"].startswith("digits/test/") and rows[0]["match"].startswith("digits/train/")

@@ -1,0 +1,135 @@
+"""Near-duplicate candidates on planted pairs: each transform family at several strengths is found and
+ranked above different photos; the pair score is FAISS-exact on its cue and agrees with a direct NCC."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageEnhance
+
+from core.candidates import CandidateConfig, find_candidates, nearest, pair_scores, pixel_cue
+from core.datasets import TEST, TRAIN, make_dataset
+from core.synthetic import base_image
+
+CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpg"
+
+
+def _photos(n: int) -> tuple[np.ndarray, str]:
+    """n real 32x32 photos from the CIFAR-10 JPEGs when present, else smooth synthetic images."""
+    files = sorted((CIFAR / "train").rglob("*.jpg"))[:: 97][:n] if (CIFAR / "train").is_dir() else []
+    if len(files) == n:
+        return np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files]), "cifar10"
+    rng = np.random.default_rng(0)
+    return np.stack([np.asarray(base_image(rng, 32)) for _ in range(n)]), "synthetic"
+
+
+def _shift(im: Image.Image, s: int) -> Image.Image:
+    arr = np.pad(np.asarray(im), ((s, 0), (s, 0), (0, 0)), mode="reflect")[:32, :32]
+    return Image.fromarray(arr)
+
+
+def _crop(im: Image.Image, s: int) -> Image.Image:
+    return im.crop((s, s, 32 - s, 32 - s)).resize((32, 32), Image.Resampling.BICUBIC)
+
+
+def _colour(im: Image.Image, s: int) -> Image.Image:
+    return ImageEnhance.Contrast(ImageEnhance.Brightness(im).enhance(1 + 0.1 * s)).enhance(1 - 0.08 * s)
+
+
+def _jpeg(im: Image.Image, s: int) -> Image.Image:
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=80 - 20 * s)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+def _flip(im: Image.Image, s: int) -> Image.Image:
+    return _shift(im.transpose(Image.Transpose.FLIP_LEFT_RIGHT), s - 1)
+
+
+FAMILIES = {"shift": _shift, "crop": _crop, "colour": _colour, "jpeg": _jpeg, "flip": _flip}
+STRENGTHS = (1, 2, 3)
+
+
+@pytest.fixture(scope="module")
+def planted():  # type: ignore[no-untyped-def]
+    return make_planted()
+
+
+def make_planted():  # type: ignore[no-untyped-def]
+    """Train: 300 photos. Test: a copy of photo i for each (family, strength), and 60 different photos."""
+    photos, source = _photos(360)
+    train, others = photos[:300], photos[300:]
+    tests, truth, family = [], [], []
+    for f, (name, fn) in enumerate(FAMILIES.items()):
+        for s in STRENGTHS:
+            for j in range(6):
+                i = 6 * (3 * f + s - 1) + j
+                tests.append(np.asarray(fn(Image.fromarray(train[i]), s)))
+                truth.append(i)
+                family.append(f"{name}{s}")
+    n_copies = len(tests)
+    tests += list(others)
+    images = np.concatenate([train, np.stack(tests)])
+    split = np.array([TRAIN] * len(train) + [TEST] * len(tests))
+    labels = np.zeros(len(images), np.int64)
+    ds = make_dataset(f"planted-{source}", images, labels, split, ("all",),
+                      np.array([f"img{k}" for k in range(len(images))]))
+    return ds, np.array(truth), np.array(family), n_copies, source
+
+
+def test_every_family_finds_its_original_first(planted) -> None:  # type: ignore[no-untyped-def]
+    ds, truth, family, n_copies, _ = planted
+    cands = find_candidates(ds, "leakage", CandidateConfig())
+    first = {}
+    for a, b in zip(cands.a, cands.b):
+        first.setdefault(int(a), int(b))
+    test0 = int(np.flatnonzero(ds.split == TEST)[0])
+    found = np.array([first.get(test0 + q) == truth[q] for q in range(n_copies)])
+    recall = {f: float(found[family == f].mean()) for f in np.unique(family)}
+    assert all(r >= 5 / 6 for r in recall.values()), recall
+    assert found.mean() >= 0.95, recall
+
+
+def test_planted_copies_rank_above_different_photos(planted) -> None:  # type: ignore[no-untyped-def]
+    ds, _, _, n_copies, source = planted
+    cands = find_candidates(ds, "leakage", CandidateConfig())
+    test0 = int(np.flatnonzero(ds.split == TEST)[0])
+    top = cands.top_queries(n_copies)
+    precision = float(np.mean(top < test0 + n_copies))
+    assert precision >= 0.95, f"precision of the top {n_copies} on {source}: {precision:.3f}"
+    best = {}
+    for a, s in zip(cands.a, cands.score):
+        best.setdefault(int(a), float(s))
+    copies = [best[test0 + q] for q in range(n_copies)]
+    negatives = [best[q] for q in range(test0 + n_copies, len(ds))]
+    assert np.median(copies) > 0.9 and np.median(negatives) < 0.7, (np.median(copies), np.median(negatives))
+
+
+def test_nearest_is_exact_against_numpy() -> None:
+    rng = np.random.default_rng(1)
+    base = pixel_cue(rng.integers(0, 256, (500, 32, 32, 3), dtype=np.uint8))
+    queries = pixel_cue(rng.integers(0, 256, (70, 32, 32, 3), dtype=np.uint8))
+    idx, sim = nearest(queries, base, 4, chunk=32)
+    ref = np.argsort(-(queries @ base.T), axis=1, kind="stable")[:, :4]
+    np.testing.assert_array_equal(idx, ref)
+    np.testing.assert_allclose(sim, np.take_along_axis(queries @ base.T, ref, axis=1), rtol=1e-5, atol=1e-5)
+
+
+def test_the_pair_score_is_one_for_a_shifted_flipped_copy_and_matches_a_direct_correlation() -> None:
+    rng = np.random.default_rng(2)
+    a = np.stack([np.asarray(base_image(rng, 32)) for _ in range(3)])
+    b = a[:, :, ::-1]  # mirrored
+    assert np.all(pair_scores(a, b, 0, flip=True) > 0.999) and np.all(pair_scores(a, b, 0, flip=False) < 0.999)
+    x, y = a[0].astype(np.float64).ravel(), a[1].astype(np.float64).ravel()
+    direct = np.corrcoef(x, y)[0, 1]
+    assert pair_scores(a[:1], a[1:2], 0, flip=False)[0] == pytest.approx(direct, abs=1e-5)
+
+
+def test_bad_scope_and_config_are_refused(planted) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match="scope"):
+        find_candidates(planted[0], "everything")
+    with pytest.raises(ValueError, match="side"):
+        CandidateConfig(sides=(2,))
