@@ -68,4 +68,5 @@ def test_candidates_prints_the_ranked_pairs_and_writes_them_all(tmp_path: Path) 
     scores = [float(line.split()[1]) for line in lines]
     assert scores == sorted(scores, reverse=True)
     rows = list(csv.DictReader(open(tmp_path / "pairs.csv", encoding="utf-8")))
-    assert len(rows) > 5 and rows[0]["image"].startswith("digits/test/") and rows[0]["match"].startswith("digits/train/")
+    assert len(rows) > 5 and rows[0]["image"].startswith("digits/test/")
+    assert rows[0]["match"].startswith("digits/train/")
