@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import html
+from pathlib import Path
 from typing import Any, TypeVar
 
 import plotly.colors
 import streamlit as st
 
-from core.datasets import Dataset, DatasetError
+from core.datasets import TEST, TRAIN, Dataset, DatasetError
 from core.duplicates import clamp_radius, hash_selection
 from core.embedding import missing_embeddings
 from core.selection import Selection
@@ -59,7 +60,15 @@ def open_dataset() -> Dataset:
     if ds is None:
         st.stop()
     assert ds is not None
+    st.markdown(f"**{html.escape(dataset_label(ds))}** · {len(ds):,} images in {len(ds.classes)} classes "
+                f"({int((ds.split == TRAIN).sum()):,} train, {int((ds.split == TEST).sum()):,} test)")
     return ds
+
+
+def dataset_label(ds: Dataset) -> str:
+    """A short name for people: the folder's name for a folder, else the dataset's own name."""
+    source, _, where = ds.name.partition(":")
+    return f"{Path(where).name} ({source})" if where else ds.name
 
 
 def ready(value: T | None) -> T:
