@@ -54,6 +54,7 @@ from core.experiments import (
     summarize,
     sweep_image_epochs,
 )
+from core.experiments import write_results as write_experiment_results
 from core.export import export
 from core.hashing import HASH_SIZES, METHODS, HashConfig, dataset_hashes, to_hex
 from core.projection import UmapConfig, cached_projection
@@ -245,16 +246,8 @@ def cmd_experiment(args: argparse.Namespace, progress: ProgressFn) -> int:
     for d in differences(results):
         print(d.sentence())
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        doc = {"recipe": dataclasses.asdict(recipe), "dataset": ds.name, "summary": rows,
-               "runs": [dataclasses.asdict(r) for r in results]}
-        (out / "results.json").write_text(json.dumps(doc, indent=1))
-        with open(out / "results.csv", "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["method"])
-            writer.writeheader()
-            writer.writerows(rows)
-        print(f"wrote {out / 'results.csv'} and {out / 'results.json'}")
+        js, table = write_experiment_results(args.out, ds, recipe, results)
+        print(f"wrote {table} and {js}")
     return 0
 
 

@@ -9,10 +9,13 @@ point and nothing is trained twice.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import json
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -234,6 +237,25 @@ def run_sweep(ds: Dataset, cfg: ExperimentConfig, *, arms: list[Arm] | None = No
         if on_result is not None:
             on_result(r)
     return results
+
+
+def write_results(out: str | Path, ds: Dataset, recipe: TrainConfig, results: list[ArmResult]) -> tuple[Path, Path]:
+    """OUT/results.json (recipe, summary and every run) and OUT/results.csv (the summary), each written atomically."""
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = summarize(results)
+    doc = {"recipe": asdict(recipe), "dataset": ds.name, "summary": rows, "runs": [asdict(r) for r in results]}
+    js, table = folder / "results.json", folder / "results.csv"
+    tmp = js.with_name(js.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1))
+    tmp.replace(js)
+    tmp = table.with_name(table.name + ".tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["method"])
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(table)
+    return js, table
 
 
 def summarize(results: list[ArmResult]) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import cache
@@ -111,3 +112,19 @@ def test_page_queues_a_job_and_shows_its_result() -> None:
     said = [m.value for m in at.markdown if "random at keep 0.60" in m.value]
     assert said and ("one seed" in said[0] or "interval" in said[0]), [m.value for m in at.markdown]
     assert "Which classes pay, at keep 0.60" in [h.value for h in at.subheader]
+
+
+def test_results_files_hold_the_summary_and_every_run(digits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import csv
+    import json
+
+    from core.experiments import ArmResult, write_results
+
+    runs = [ArmResult("semantic", 0.9, 0.9, 1212, seed, acc, 2.0, 8, "cpu", "semantic {}") for seed, acc in
+            ((0, 0.98), (1, 0.96))]
+    js, table = write_results(tmp_path / "out", digits, budget_recipe(digits, "cpu"), runs)
+    doc = json.loads(js.read_text())
+    assert [r["seed"] for r in doc["runs"]] == [0, 1] and doc["recipe"]["arch"] == "cnn"
+    rows = list(csv.DictReader(open(table, encoding="utf-8")))
+    assert len(rows) == 1 and float(rows[0]["accuracy_mean"]) == pytest.approx(0.97) and rows[0]["seeds"] == "2"
+    assert not list((tmp_path / "out").glob("*.tmp"))

@@ -34,7 +34,7 @@ ds = open_dataset()
 c1, c2, c3 = st.columns(3)
 c1.selectbox("Hash method", METHODS, key="hash_method")
 c2.selectbox("Hash size", HASH_SIZES, key="hash_size", format_func=lambda s: f"{s} ({s * s} bits)")
-c3.selectbox("Keep in each group", KEEP_RULES, key="keep_rule")
+c3.selectbox("Keep rule", KEEP_RULES, key="keep_rule", help="Which image of a near-duplicate group stays")
 index = ready(data.dup_index(ds, st.session_state["hash_method"], int(st.session_state["hash_size"])))
 
 
