@@ -28,7 +28,7 @@ from core.experiments import (
 from ui import data
 from ui.common import open_dataset, ready, text
 from ui.state import ensure_state
-from ui.steps import experiment_registry
+from ui.steps import experiment_registry, job_row
 
 SWEEP = DEFAULT_FRACTIONS
 COLORS = {"full": "#444444", "semantic": "#1f77b4", "hash": "#ff7f0e", "random": "#7f7f7f"}
@@ -99,13 +99,10 @@ st.caption(f"Recipe: {recipe.arch}, {recipe.epochs} epochs, batch {recipe.batch_
 @st.fragment(run_every=1.0 if registry.active() else None)
 def progress_panel() -> None:
     for job in registry.jobs()[-6:]:
-        cols = st.columns([4, 1])
         if job.active:
-            cols[0].progress(job.fraction, text=f"{job.label}: {job.status} {job.message}")
-            if cols[1].button("Cancel", key=f"cancel_{job.key}"):
-                registry.cancel(job.key)
+            job_row(job, registry, key_prefix="exp")
         else:
-            cols[0].caption(f"{job.label}: {job.status}" + (f" ({job.error})" if job.error else ""))
+            st.caption(f"{job.label}: {job.status}" + (f" ({job.error})" if job.error else ""))
     if not registry.active() and st.session_state.get("_had_active"):
         st.session_state["_had_active"] = False
         st.rerun()
