@@ -75,12 +75,13 @@ def differences(results: list[ArmResult]) -> list[PairedDifference]:
     return out
 
 
-def per_class_costs(ds: Dataset, results: list[ArmResult], cfg: EvidenceConfig) -> list[dict[str, Any]]:
+def per_class_costs(ds: Dataset, results: list[ArmResult], cfg: EvidenceConfig,
+                    subsets: Subsets | None = None) -> list[dict[str, Any]]:
     """Per class and fraction: the share removed, and the mean change of its test accuracy against the full set
     (paired by seed) for semantic and random. Random keeps semantic's count in every class, so the
     shares are equal and the accuracy change says which images mattered."""
     full = {r.seed: np.array(r.per_class) for r in results if r.method == "full" and r.per_class}
-    subsets = Subsets(ds, ExperimentConfig(recipe=TrainConfig()))
+    subsets = subsets or Subsets(ds, ExperimentConfig(recipe=TrainConfig()))
     n_classes = len(ds.classes)
     train_counts = np.bincount(ds.labels[ds.split == TRAIN], minlength=n_classes)
     rows = []

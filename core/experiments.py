@@ -206,11 +206,12 @@ def seconds_per_image_epoch(ds: Dataset, recipe: TrainConfig) -> float:
     return estimate_seconds(ds, recipe, 1.0)
 
 
-def cached_results(ds: Dataset, cfg: ExperimentConfig) -> list[ArmResult]:
-    """Every arm of `cfg` whose result is cached (nothing is trained)."""
-    subsets = Subsets(ds, cfg)
+def cached_results(ds: Dataset, cfg: ExperimentConfig, arms: list[Arm] | None = None,
+                   subsets: Subsets | None = None) -> list[ArmResult]:
+    """Every arm of `cfg` (or the given arms) whose result is cached (nothing is trained)."""
+    subsets = subsets or Subsets(ds, cfg)
     found = []
-    for arm in plan(cfg):
+    for arm in arms if arms is not None else plan(cfg):
         sel = subsets.get(arm)
         if sel is not None and (r := peek_arm(ds, arm, sel, cfg.recipe)) is not None:
             found.append(r)

@@ -26,7 +26,7 @@ from core.datasets import SPLIT_NAMES, TEST, TRAIN, Dataset
 from core.duplicates import DEFAULT_RADIUS, build_index, clamp_radius, groups_at, hash_selection, leaked_test_images
 from core.embedding import EmbedConfig, missing_embeddings
 from core.evidence import EvidenceConfig, differences, evidence_arms
-from core.experiments import ArmResult, ExperimentConfig, Subsets, budget_recipe, peek_arm
+from core.experiments import ArmResult, ExperimentConfig, budget_recipe, cached_results
 from core.hashing import HashConfig
 from core.selection import Selection
 from core.semantic import DEFAULT_KEEP_FRACTION, semantic_index, semantic_selection
@@ -158,15 +158,7 @@ def _summary_rows(results: list[ArmResult]) -> list[dict[str, Any]]:
 
 def measured_results(ds: Dataset, cfg: EvidenceConfig | None = None) -> list[ArmResult]:
     """The cached results of the paired sweep's arms on this machine's recipe (nothing is trained)."""
-    cfg = cfg or EvidenceConfig()
-    recipe = budget_recipe(ds)
-    subsets = Subsets(ds, ExperimentConfig(recipe=recipe))
-    found = []
-    for arm in evidence_arms(cfg):
-        sel = subsets.get(arm)
-        if sel is not None and (r := peek_arm(ds, arm, sel, recipe)) is not None:
-            found.append(r)
-    return found
+    return cached_results(ds, ExperimentConfig(recipe=budget_recipe(ds)), evidence_arms(cfg or EvidenceConfig()))
 
 
 def _cluster_examples(ds: Dataset, sel: Selection, n: int) -> list[str]:

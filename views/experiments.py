@@ -18,6 +18,7 @@ from core.experiments import (
     METHODS,
     ArmResult,
     ExperimentConfig,
+    Subsets,
     budget_recipe,
     cached_results,
     plan,
@@ -124,9 +125,11 @@ def collected(ds: Dataset) -> list[ArmResult]:
         ready(data.dendrograms(ds, emb))
     if "hash" in cfg_now.methods:
         ready(data.dup_index(ds, cfg_now.hash_method, cfg_now.hash_size))
-    return cached_results(ds, config(tuple(sorted({*SWEEP, float(st.session_state["keep_fraction"])}, reverse=True))))
+    cfg = config(tuple(sorted({*SWEEP, float(st.session_state["keep_fraction"])}, reverse=True)))
+    return cached_results(ds, cfg, subsets=subsets)
 
 
+subsets = Subsets(ds, config(()))  # one per run: the semantic index is loaded once for the results and the costs
 found = collected(ds)
 rows = summarize(found)
 if not rows:
@@ -164,7 +167,7 @@ if not diffs:
     st.info("Retrain the semantic and random arms at a fraction (two seeds or more) to see their paired difference.")
 
 keep = float(st.session_state["keep_fraction"])
-costs = [c for c in per_class_costs(ds, found, EvidenceConfig(fractions=(keep,), seeds=1)) if keep < 1
+costs = [c for c in per_class_costs(ds, found, EvidenceConfig(fractions=(keep,), seeds=1), subsets) if keep < 1
          and np.isfinite(c["semantic"])]
 if costs:
     st.subheader(f"Which classes pay, at keep {keep:.2f}")
