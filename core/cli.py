@@ -25,7 +25,7 @@ from tqdm import tqdm
 import core.results  # noqa: F401  (registers the 'scale:' source: a Ray result folder opens as a dataset)
 from core import cache
 from core.candidates import SCOPES as CANDIDATE_SCOPES
-from core.candidates import CandidateConfig, find_candidates
+from core.candidates import CandidateConfig, cached_candidates
 from core.datasets import SOURCES, SPLIT_NAMES, TEST, TORCHVISION_SOURCES, TRAIN, Dataset, DatasetError, load_dataset
 from core.device import pick_device
 from core.duplicates import (
@@ -59,6 +59,7 @@ from core.export import export
 from core.hashing import HASH_SIZES, METHODS, HashConfig, dataset_hashes, to_hex
 from core.projection import UmapConfig, cached_projection
 from core.report import ReportConfig, ReportError, build_report, to_pdf, write_report
+from core.review import precision, read_judgments
 from core.scale import hash_source, scale_duplicates, scale_semantic
 from core.selection import Selection
 from core.semantic import DEFAULT_KEEP_FRACTION, POLICIES, Dendrograms, semantic_index, semantic_selection
@@ -329,7 +330,8 @@ def cmd_candidates(args: argparse.Namespace, progress: ProgressFn) -> int:
     """The ranked near-duplicate candidates of one scope, best first; --csv writes them all."""
     ds = _load(args, progress)
     t0 = time.perf_counter()
-    cands = find_candidates(ds, args.scope, CandidateConfig(top_k=args.neighbours), on_progress=progress)
+    cands = cached_candidates(ds, args.scope, CandidateConfig(top_k=args.neighbours), on_progress=progress,
+                              every_match=args.every_match)
     print(f"{len(cands):,} candidate pairs ({args.scope}) in {time.perf_counter() - t0:.1f} s; best first:")
     print(f"{'rank':>5} {'score':>6} {'cue':>17}  {'image':<32} {'its match':<32}")
     for r in range(min(args.top, len(cands))):
@@ -344,6 +346,11 @@ def cmd_candidates(args: argparse.Namespace, progress: ProgressFn) -> int:
                 writer.writerow([r + 1, f"{cands.score[r]:.4f}", cands.cue[r], f"{cands.cue_similarity[r]:.4f}",
                                  ds.ids[a], ds.classes[ds.labels[a]], ds.ids[b], ds.classes[ds.labels[b]]])
         print(f"wrote {args.csv}")
+    if args.judgments:
+        judged = read_judgments(args.judgments, ds)
+        print(f"precision of this list from {len(judged):,} judgments in {args.judgments}:")
+        for p in precision(cands, judged, tuple(sorted({args.top, 100, 300, 600} - {0}))):
+            print(f"  {p}")
     return 0
 
 
@@ -480,6 +487,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=50, help="how many pairs to print")
     p.add_argument("--neighbours", type=int, default=CandidateConfig().top_k, help="neighbours kept per image and cue")
     p.add_argument("--csv", help="write every pair, ranked, to this CSV file")
+    p.add_argument("--every-match", action="store_true",
+                   help="leakage: list every training match of a test image, not only its best one")
+    p.add_argument("--judgments", help="a judgments file (the review page's .json, or its judged-pairs CSV): "
+                                       "print the precision of the list so far")
     p.set_defaults(fn=cmd_candidates)
     p = sub.add_parser("report", help="one self-contained HTML report of the redundancy and the proof")
     _add_dataset(p)

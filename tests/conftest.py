@@ -12,6 +12,7 @@ import pytest
 
 _CACHE = tempfile.mkdtemp(prefix="redex-test-cache-")
 os.environ["REDEX_CACHE_DIR"] = _CACHE  # before any core import reads it
+os.environ["REDEX_JUDGMENTS_DIR"] = tempfile.mkdtemp(prefix="redex-test-judgments-")
 # AppTest runs a page once and does not drive the polling fragments: pages wait for their steps
 # (tests of the drawing-at-once behaviour set 0 themselves).
 os.environ.setdefault("REDEX_STEP_WAIT", "600")

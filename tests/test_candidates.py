@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
 
-from core.candidates import CandidateConfig, find_candidates, nearest, pair_scores, pixel_cue
+from core.candidates import CandidateConfig, find_candidates, nearest, pair_scores, pixel_cue, similarity
 from core.datasets import TEST, TRAIN, make_dataset
 from core.synthetic import base_image
 
@@ -128,8 +128,70 @@ def test_the_pair_score_is_one_for_a_shifted_flipped_copy_and_matches_a_direct_c
     assert pair_scores(a[:1], a[1:2], 0, flip=False)[0] == pytest.approx(direct, abs=1e-5)
 
 
+def _direct_pair_scores(a: np.ndarray, b: np.ndarray, max_shift: int, flip: bool) -> np.ndarray:
+    """The definition, overlap by overlap: np.corrcoef of the two crops for every shift (and mirror)."""
+    out = []
+    for x, y in zip(a.astype(np.float64), b.astype(np.float64)):
+        h, w = x.shape[:2]
+        best = -1.0
+        for yy in ([y, y[:, ::-1]] if flip else [y]):
+            for dy in range(-max_shift, max_shift + 1):
+                for dx in range(-max_shift, max_shift + 1):
+                    ca = x[max(0, dy) : h + min(0, dy), max(0, dx) : w + min(0, dx)]
+                    cb = yy[max(0, -dy) : h + min(0, -dy), max(0, -dx) : w + min(0, -dx)]
+                    best = max(best, np.corrcoef(ca.ravel(), cb.ravel())[0, 1])
+        out.append(best)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("shape,max_shift,flip",
+                         [((32, 32, 3), 3, True), ((20, 24, 1), 2, False), ((9, 9, 3), 4, True)])
+def test_the_fft_pair_score_equals_the_direct_correlation_over_every_overlap(shape, max_shift, flip) -> None:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 256, (6, *shape), dtype=np.uint8)
+    b = np.roll(a, (1, -2), axis=(1, 2))
+    b[3:] = rng.integers(0, 256, (3, *shape), dtype=np.uint8)  # unrelated
+    got = pair_scores(a, b, max_shift, flip, chunk=4)
+    np.testing.assert_allclose(got, _direct_pair_scores(a, b, max_shift, flip), atol=1e-6)
+
+
 def test_bad_scope_and_config_are_refused(planted) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match="scope"):
         find_candidates(planted[0], "everything")
     with pytest.raises(ValueError, match="side"):
         CandidateConfig(sides=(2,))
+
+
+def test_hard_negatives_score_below_every_planted_family(planted) -> None:  # type: ignore[no-untyped-def]
+    """Hard negatives: for each planted original, the photo closest to it in pixel-cue space among
+    3,000 other CIFAR-10 photos (different files). A few of them are the same photo stored twice in
+    CIFAR-10's training set (I looked: the four best are), so the test bounds the 95th percentile,
+    not the maximum."""
+    ds, truth, family, n_copies, source = planted
+    if source != "cifar10":
+        pytest.skip("hard negatives need the CIFAR-10 JPEGs")
+    cfg = CandidateConfig()
+    everything = sorted((CIFAR / "train").rglob("*.jpg"))
+    used = set(everything[::97][:360])
+    pool_files = [f for f in everything[1::13] if f not in used][:3000]
+    pool = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in pool_files])
+    originals = np.asarray(ds.images[:300])
+    idx, _ = nearest(pixel_cue(originals), pixel_cue(pool), 1)
+    negatives = similarity(pool[idx[:, 0]], originals, cfg, cfg.zooms)
+    test0 = int(np.flatnonzero(ds.split == TEST)[0])
+    copies = similarity(np.asarray(ds.images[test0 : test0 + n_copies]), np.asarray(ds.images[truth]), cfg, cfg.zooms)
+    bar = float(np.percentile(negatives, 95))
+    assert np.median(negatives) < 0.55 and bar < 0.7, (np.median(negatives), bar)
+    recall = {f: float((copies[family == f] > bar).mean()) for f in np.unique(family)}
+    assert min(recall.values()) == 1.0, recall
+
+
+def test_the_pair_score_leaves_its_inputs_as_they_were() -> None:
+    rng = np.random.default_rng(4)
+    a = rng.random((3, 16, 16, 3)) * 255
+    b = rng.random((3, 16, 16, 3)) * 255
+    a0, b0 = a.copy(), b.copy()
+    pair_scores(a, b)
+    similarity(a, b, CandidateConfig(), (1.1,))
+    np.testing.assert_array_equal(a, a0)
+    np.testing.assert_array_equal(b, b0)

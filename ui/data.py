@@ -11,6 +11,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core import cache
+from core.candidates import CandidateConfig, Candidates, cached_candidates
 from core.datasets import Dataset, DatasetError, load_dataset
 from core.duplicates import DuplicateIndex, build_index
 from core.embedding import EmbedConfig, Embeddings, EmbeddingUnavailable, embed
@@ -51,6 +52,12 @@ def dup_index(ds: Dataset, method: str, size: int) -> DuplicateIndex | None:
                 icon=":material/info:")
     return step(f"dup:{ds.fingerprint}:{cfg.label}", f"Hashing ({cfg.label}) and finding pairs",
                       lambda p: build_index(ds, cfg, p))
+
+
+def candidates(ds: Dataset, scope: str) -> Candidates | None:
+    """Near-duplicate candidates of one scope: pixel neighbours and the pair score (cached)."""
+    return step(f"cands:{ds.fingerprint}:{scope}", f"Finding near-duplicate candidates ({scope})",
+                lambda p: cached_candidates(ds, scope, CandidateConfig(), on_progress=p))
 
 
 def embeddings(ds: Dataset, model: str) -> Embeddings | None:

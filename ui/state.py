@@ -33,6 +33,9 @@ DEFAULTS: dict[str, Any] = {
     "exp_seeds": 3,
     "exp_epochs": 0,  # 0: the budget recipe's epochs for this dataset and device
     "retrain_on_change": None,  # None: on for small datasets, where a run takes seconds
+    "review_scope": "leakage",
+    "review_classes": [],
+    "review_depth": 600,  # the leakage list's top 600 should hold nearly every test image with a twin in train
     "map_max_points": MAX_DRAWN,  # tests set fewer to see the sampled map
 }
 

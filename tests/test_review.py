@@ -1,0 +1,162 @@
+"""Judgments of candidate pairs: saved atomically per dataset, read back after a restart, never half
+written; what they mean (precision of the list, the cleaned test list, the training removals); the
+Review page judging with its buttons and the CLI's --judgments."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.candidates import Candidates
+from core.datasets import TEST, TRAIN, make_dataset
+from core.judgments import JudgmentsError, JudgmentStore
+from core.review import cleaned_test_list, judged_rows, precision, queue, read_judgments, training_removals
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def small():  # type: ignore[no-untyped-def]
+    """8 images: 0-5 train (classes 0,0,0,1,1,1), 6-7 test (classes 0, 1)."""
+    images = np.arange(8 * 4 * 4 * 3, dtype=np.uint8).reshape(8, 4, 4, 3)
+    labels = np.array([0, 0, 0, 1, 1, 1, 0, 1])
+    split = np.array([TRAIN] * 6 + [TEST] * 2, np.int8)
+    ids = np.array([f"img{i}.png" for i in range(8)])
+    return make_dataset("small", images, labels, split, ("cat", "dog"), ids)
+
+
+def _cands(pairs: list[tuple[int, int]], scope: str = "within") -> Candidates:
+    n = len(pairs)
+    a, b = (np.array(x, np.int64) for x in zip(*pairs))
+    return Candidates(scope, a, b, np.ones(n, np.float32), np.linspace(1, 0.5, n, dtype=np.float32),
+                      np.full(n, "pixels16"))
+
+
+def test_judgments_survive_a_new_store_and_change_in_place(tmp_path: Path) -> None:
+    store = JudgmentStore("fp", tmp_path)
+    store.judge(6, 0, "same", "leakage")
+    store.judge(1, 2, "near", "within")
+    store.judge(0, 6, "different", "leakage")  # the same pair shown the other way round: one judgment, changed
+    again = JudgmentStore("fp", tmp_path).load()  # a restarted server reads the file anew
+    assert {k: j.label for k, j in again.items()} == {(0, 6): "different", (1, 2): "near"}
+    JudgmentStore("fp", tmp_path).forget(2, 1)
+    assert list(JudgmentStore("fp", tmp_path).load()) == [(0, 6)]
+    assert JudgmentStore("other", tmp_path).load() == {}  # one file per dataset fingerprint
+    with pytest.raises(ValueError, match="unknown judgment"):
+        store.judge(1, 2, "maybe", "within")
+
+
+def test_a_write_killed_halfway_leaves_the_previous_judgments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = JudgmentStore("fp", tmp_path)
+    store.judge(1, 2, "same", "within")
+    before = store.path.read_bytes()
+
+    def killed(src: str, dst: str) -> None:
+        raise KeyboardInterrupt  # the process dies between writing the temporary file and the rename
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        store.judge(3, 4, "near", "within")
+    monkeypatch.undo()
+    assert store.path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []
+    assert list(store.load()) == [(1, 2)]
+
+
+def test_an_unreadable_judgments_file_is_refused_and_left_as_it_is(tmp_path: Path) -> None:
+    store = JudgmentStore("fp", tmp_path)
+    store.path.write_text('{"format": 1, "judgments": [{"a": 1')
+    with pytest.raises(JudgmentsError, match="left as it is"):
+        store.load()
+    with pytest.raises(JudgmentsError):
+        store.judge(1, 2, "same", "within")  # never overwrites what it cannot read
+    assert store.path.read_text() == '{"format": 1, "judgments": [{"a": 1'
+    store.path.write_text(json.dumps({"format": 1, "judgments": [{"a": 1, "b": 2, "label": "yes", "scope": "x",
+                                                                   "at": 0}]}))
+    with pytest.raises(JudgmentsError, match="label"):
+        store.load()
+
+
+def test_precision_counts_only_judged_pairs_within_the_top(small, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cands = _cands([(0, 1), (0, 2), (3, 4), (4, 5)])
+    store = JudgmentStore(small.fingerprint, tmp_path)
+    store.judge(0, 1, "same", "within")
+    store.judge(2, 0, "similar", "within")
+    store.judge(5, 4, "near", "within")
+    p2, p4 = precision(cands, store.load(), (2, 4))
+    assert (p2.top, p2.judged, p2.duplicates, p2.value) == (2, 2, 1, 0.5)
+    assert (p4.judged, p4.duplicates) == (3, 2)
+    assert "1 not judged yet" in str(p4)
+    assert list(queue(small, cands, {1})) == [2, 3]  # the class filter keeps pairs with a dog in them
+
+
+def test_removals_keep_one_per_duplicate_group_drop_conflicts_and_never_merge_different(small, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    store = JudgmentStore(small.fingerprint, tmp_path)
+    store.judge(1, 0, "same", "within")
+    store.judge(2, 1, "different", "within")  # 2 is not a duplicate of 1: it stays
+    store.judge(3, 0, "near", "cross")  # a cat and a dog that are the same photo: both go
+    store.judge(4, 5, "similar", "within")
+    store.judge(6, 2, "same", "leakage")
+    store.judge(7, 3, "different", "leakage")
+    judged = store.load()
+    rm = training_removals(small, judged)
+    assert rm.duplicates.tolist() == [1] and rm.conflicts.tolist() == [0, 3] and rm.all.tolist() == [0, 1, 3]
+    assert cleaned_test_list(small, judged).tolist() == [6]
+
+
+def test_the_judged_csv_reads_back_as_the_same_judgments(small, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import pandas as pd
+
+    store = JudgmentStore(small.fingerprint, tmp_path)
+    store.judge(6, 2, "same", "leakage")
+    store.judge(1, 0, "similar", "within")
+    cands = _cands([(6, 2), (5, 4)], "leakage")
+    rows = judged_rows(small, store.load(), cands)
+    assert rows[0]["rank"] == 1 and rows[0]["image_split"] == "test" and rows[1]["rank"] == ""
+    path = tmp_path / "judged.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    back = read_judgments(path, small)
+    assert {k: j.label for k, j in back.items()} == {k: j.label for k, j in store.load().items()}
+    assert {k: j.label for k, j in read_judgments(store.path, small).items()} == {(2, 6): "same", (0, 1): "similar"}
+
+
+def test_the_cli_reports_the_precision_of_the_list_from_a_judgments_file(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from core.candidates import cached_candidates
+    from core.cli import main
+    from core.datasets import load_digits
+
+    ds = load_digits()
+    cands = cached_candidates(ds, "leakage")
+    store = JudgmentStore(ds.fingerprint, tmp_path)
+    for r, label in enumerate(["same", "same", "different"]):
+        store.judge(int(cands.a[r]), int(cands.b[r]), label, "leakage")
+    assert main(["candidates", "--dataset", "digits", "--top", "3", "--judgments", str(store.path)]) == 0
+    out = capsys.readouterr().out
+    assert "top 3: 2 of 3 judged pairs are duplicates (66.7%)" in out
+
+
+def test_the_review_page_judges_advances_and_a_restarted_app_keeps_every_judgment() -> None:
+    def page() -> AppTest:
+        return AppTest.from_file(str(ROOT / "views" / "review.py"), default_timeout=300).run()
+
+    at = page()
+    assert not at.exception  # digits: the leakage list holds each of the 450 test images once
+    assert "0 of 450 judged" in at.get("progress")[0].proto.text
+    at.button(key="judge_same").click().run()
+    at.button(key="judge_different").click().run()
+    assert at.session_state["review_pos"] == 2
+    assert "2 of 450 judged" in at.get("progress")[0].proto.text
+    at.button(key="review_back").click().run()
+    assert "judged **Different**" in at.markdown[1].value
+    at.button(key="review_undo").click().run()
+    assert "not judged yet" in at.markdown[1].value
+
+    again = page()  # a new session, as after a restart: the store on disk is the truth
+    assert "1 of 450 judged" in again.get("progress")[0].proto.text
+    assert again.session_state["review_pos"] == 1  # it opens at the first pair not judged yet
+    assert "**Pair 2 of 450**" in again.markdown[1].value
