@@ -193,3 +193,49 @@ def test_training_survives_two_tabs_a_reload_and_a_page_change(training_server, 
     assert len(list(cache.glob("classifier-*.npz"))) == 1 and not list(cache.glob("*.ckpt.npz"))
     semantic.close()
     home.close()
+
+
+def _judged_text(page) -> str:  # type: ignore[no-untyped-def]
+    return str(page.locator("[data-testid='stProgress']").first.inner_text())
+
+
+def _pair_line(page) -> str:  # type: ignore[no-untyped-def]
+    return str(page.locator("[data-testid='stMain'] p:has-text('found by')").first.inner_text())
+
+
+def _wait_judged(page, n: int) -> None:  # type: ignore[no-untyped-def]
+    page.locator(f"[data-testid='stProgress']:has-text('{n} of ')").first.wait_for(timeout=60_000)
+
+
+def test_review_judges_with_the_keyboard_and_a_restarted_server_keeps_every_judgment(  # type: ignore[no-untyped-def]
+        browser, tmp_path: Path) -> None:
+    import json
+
+    env = {"REDEX_CACHE_DIR": str(tmp_path / "cache"), "REDEX_JUDGMENTS_DIR": str(tmp_path / "judgments")}
+    first = _serve(tmp_path, env)
+    url = next(first)
+    page = _open(browser, f"{url}/review", "review-start")
+    page.locator("h1").first.click()  # focus the page, not a widget: keys go to the shortcuts
+    for n, key in enumerate(["1", "2", "4", "3"], start=1):  # same photo, near-duplicate, different, similar
+        page.keyboard.press(key)
+        _wait_judged(page, n)
+    assert "Pair 5 of" in _pair_line(page)
+    page.keyboard.press("ArrowLeft")  # back to pair 4: it shows its judgment
+    page.locator("[data-testid='stMarkdownContainer']:has-text('judged Similar but different')").first.wait_for(
+        timeout=60_000)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "review-judged.png"), full_page=True)
+    page.close()
+    first.close()  # the server stops (SIGTERM), as on a restart
+
+    [saved] = list((tmp_path / "judgments").glob("*.json"))
+    labels = [j["label"] for j in json.loads(saved.read_text())["judgments"]]
+    assert labels == ["same", "near", "different", "similar"]
+
+    second = _serve(tmp_path, env)
+    url = next(second)
+    page = _open(browser, f"{url}/review", "review-after-restart")
+    assert "4 of" in _judged_text(page)
+    assert "Pair 5 of" in _pair_line(page)  # it opens at the first pair not judged yet
+    page.close()
+    second.close()

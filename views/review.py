@@ -18,12 +18,14 @@ from ui.state import ensure_state
 
 SHOWN_PX = 256
 KEYS = {"same": "1", "near": "2", "similar": "3", "different": "4"}
+SHORT = {"same": "Same photo", "near": "Near-duplicate", "similar": "Similar", "different": "Different"}
 
 ensure_state()
 st.title("Review pairs")
 st.caption("Candidates come from exact nearest neighbours on small mean-centred pixel images (and their mirror), "
-           "ranked by the best normalised correlation over shifts of up to 3 pixels and a flip. Judge each pair; "
-           "keys 1–4 judge and move on, ← and → browse. Judgments are saved at once and never touch the images.")
+           "ranked by a pair score: the correlation of the images and of their detail, best over shifts of up to "
+           "3 pixels, a flip and two zooms. Judge each pair: keys 1–4 judge and move on, ← and → browse, Backspace "
+           "undoes. Judgments are saved at once and never touch the images.")
 ds = open_dataset()
 store = JudgmentStore(ds.fingerprint)
 c1, c2, c3 = st.columns([2, 3, 1])
@@ -96,16 +98,18 @@ for col, idx, img, what in ((cols[0], a, ia, "image"), (cols[1], b, ib, "its mat
 shift = f"shifted ({al.dy:+d}, {al.dx:+d}) px" + (", mirrored" if al.flipped else "")
 cols[2].image(big(difference_image(ia, ib, al)), caption=f"difference after alignment ({shift}); black = identical")
 
-buttons = st.columns(len(LABELS) + 3)
-for col, label in zip(buttons, LABELS):
-    col.button(LABEL_TEXT[label], key=f"judge_{label}", on_click=judge, args=(label, pos), shortcut=KEYS[label],
-               type="primary" if current is not None and current.label == label else "secondary", width="stretch")
-buttons[-3].button("Back", key="review_back", on_click=move, args=(pos - 1,), shortcut="Left",
-                   icon=":material/arrow_back:", disabled=pos == 0)
-buttons[-2].button("Next", key="review_next", on_click=move, args=(pos + 1,), shortcut="Right",
-                   icon=":material/arrow_forward:", disabled=pos >= len(q) - 1)
-buttons[-1].button("Undo", key="review_undo", on_click=undo, args=(pos,), shortcut="Backspace",
-                   icon=":material/undo:", disabled=current is None)
+judge_row = st.columns(len(LABELS))
+for col, label in zip(judge_row, LABELS):
+    col.button(SHORT[label], key=f"judge_{label}", on_click=judge, args=(label, pos), shortcut=KEYS[label],
+               help=LABEL_TEXT[label], width="stretch",
+               type="primary" if current is not None and current.label == label else "secondary")
+nav = st.columns([1, 1, 1, 2])
+nav[0].button("Back", key="review_back", on_click=move, args=(pos - 1,), shortcut="Left",
+              icon=":material/arrow_back:", disabled=pos == 0, width="stretch")
+nav[1].button("Next", key="review_next", on_click=move, args=(pos + 1,), shortcut="Right",
+              icon=":material/arrow_forward:", disabled=pos >= len(q) - 1, width="stretch")
+nav[2].button("Undo", key="review_undo", on_click=undo, args=(pos,), shortcut="Backspace",
+              icon=":material/undo:", disabled=current is None, width="stretch")
 
 st.subheader("What the judgments say")
 prec = precision(cands, judged, (100, 300, 600))
