@@ -406,6 +406,7 @@ def app_latency() -> list[dict[str, Any]]:
                                      ("views/semantic.py", "keep_fraction", (0.9, 0.8), "semantic page")):
         at = AppTest.from_file(str(ROOT / page), default_timeout=900)
         at.session_state["dataset"] = SPEC
+        at.session_state["dup_method"] = "hash"  # the radius slider's method
         if page.endswith("near_duplicates.py"):  # cold: empty disk cache, nothing in memory (decode+hash+search)
             os.environ[cache.ENV_VAR] = tempfile.mkdtemp()
         cold_s, _ = timed(at.run)

@@ -42,7 +42,7 @@ from core.types import Images, ProgressFn, report
 
 SCOPES = ("leakage", "within", "cross")
 SCOPE_TEXT = {"leakage": "Train/test leakage", "within": "Within a class", "cross": "Across classes (label conflicts)"}
-CANDIDATES_VERSION = 3  # 3: the score adds the detail correlation and the zooms
+CANDIDATES_VERSION = 4  # 3: the detail correlation and the zooms; 4: shift and blur scaled to the size
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,7 @@ def _overlap_sums(x: NDArray[np.float64], s: int) -> NDArray[np.float64]:
     return out
 
 
-def pair_scores(a: Images, b: Images, max_shift: int = 3, flip: bool = True,
+def pair_scores(a: NDArray[Any], b: NDArray[Any], max_shift: int = 3, flip: bool = True,
                 chunk: int = 1024) -> NDArray[np.float32]:
     """For each pair (a[i], b[i]), the best normalised correlation over translations of b by up to
     max_shift pixels (on the overlap, all channels together) and, with flip, over its mirror image too.
@@ -191,14 +191,14 @@ def pair_scores(a: Images, b: Images, max_shift: int = 3, flip: bool = True,
     return out
 
 
-def detail(images: Images, sigma: float) -> NDArray[np.float64]:
+def detail(images: NDArray[Any], sigma: float) -> NDArray[np.float64]:
     """Each image minus its Gaussian blur: edges and texture, without the smooth background."""
     x = np.array(images, np.float64)
     out: NDArray[np.float64] = x - gaussian_filter(x, sigma=(0, sigma, sigma, 0))
     return out
 
 
-def zoomed(images: Images, z: float) -> NDArray[np.uint8]:
+def zoomed(images: NDArray[Any], z: float) -> NDArray[np.uint8]:
     """The centre 1/z of each image, scaled back to full size (bilinear): a re-crop."""
     n, h, w, c = images.shape
     ch, cw = max(2, round(h / z)), max(2, round(w / z))
@@ -211,13 +211,20 @@ def zoomed(images: Images, z: float) -> NDArray[np.uint8]:
     return out
 
 
-def similarity(a: Images, b: Images, cfg: CandidateConfig = CandidateConfig(),
+def scaled(cfg: CandidateConfig, side: int) -> tuple[int, float]:
+    """max_shift and detail_sigma are set for 32-pixel images; other sizes get them in proportion
+    (a 3-pixel shift on an 8-pixel digit would compare halves of different images)."""
+    return max(1, round(cfg.max_shift * side / 32)) if cfg.max_shift else 0, cfg.detail_sigma * side / 32
+
+
+def similarity(a: NDArray[Any], b: NDArray[Any], cfg: CandidateConfig = CandidateConfig(),
                zooms: tuple[float, ...] = ()) -> NDArray[np.float32]:
     """The pair score (see the module's docstring): the mean of the image and the detail correlation,
-    best over shifts and flip, and over `zooms` of either image."""
-    def both(x: Images, y: Images) -> NDArray[np.float32]:
-        image = pair_scores(x, y, cfg.max_shift, cfg.flip)
-        fine = pair_scores(detail(x, cfg.detail_sigma), detail(y, cfg.detail_sigma), cfg.max_shift, cfg.flip)
+    best over shifts and flip, and over `zooms` of either image (shift and blur scaled to the size)."""
+    def both(x: NDArray[Any], y: NDArray[Any]) -> NDArray[np.float32]:
+        shift, sigma = scaled(cfg, min(x.shape[1:3]))
+        image = pair_scores(x, y, shift, cfg.flip)
+        fine = pair_scores(detail(x, sigma), detail(y, sigma), shift, cfg.flip)
         out: NDArray[np.float32] = ((image + fine) / 2).astype(np.float32)
         return out
 

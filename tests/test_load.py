@@ -36,6 +36,7 @@ def test_five_concurrent_sessions_get_the_same_result() -> None:
     def session(k: int) -> tuple[str, ...]:
         at = AppTest.from_file(str(ROOT / "views/near_duplicates.py"), default_timeout=900)
         at.session_state["dataset"] = f"imagefolder:{CIFAR}"
+        at.session_state["dup_method"] = "hash"
         at.run()
         assert not at.exception, [e.value for e in at.exception]
         return tuple(str(m.value) for m in at.metric)

@@ -160,3 +160,46 @@ def test_the_review_page_judges_advances_and_a_restarted_app_keeps_every_judgmen
     assert "1 of 450 judged" in again.get("progress")[0].proto.text
     assert again.session_state["review_pos"] == 1  # it opens at the first pair not judged yet
     assert "**Pair 2 of 450**" in again.markdown[1].value
+
+
+def test_judgments_override_the_minimum_score_in_every_scope(small, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from core.review import accepted, leaked, pair_selection
+
+    within = _cands([(0, 1), (1, 2), (3, 4), (4, 5)])  # scores 1.0, 0.83, 0.67, 0.5
+    store = JudgmentStore(small.fingerprint, tmp_path)
+    unjudged = accepted(within, {}, 0.8)
+    assert list(zip(unjudged.a.tolist(), unjudged.b.tolist())) == [(0, 1), (1, 2)]
+    store.judge(1, 2, "different", "within")  # above the minimum, but judged: never merged
+    store.judge(5, 4, "near", "within")  # below it, but judged a duplicate: merged
+    judged = store.load()
+    took = accepted(within, judged, 0.8)
+    assert list(zip(took.a.tolist(), took.b.tolist())) == [(0, 1), (4, 5)]
+    sel = pair_selection(small, within, judged, 0.8)
+    assert sel.removed.tolist() == [1, 5] and sel.representative[1] == 0 and sel.representative[5] == 4
+    assert sel.kept.tolist() == [0, 2, 3, 4]
+    leak = _cands([(6, 0), (7, 3)], "leakage")  # scores 1.0, 0.5
+    assert leaked(small, leak, judged, 0.8).tolist() == [6]
+    store.judge(0, 6, "similar", "leakage")
+    store.judge(7, 3, "same", "leakage")
+    assert leaked(small, leak, store.load(), 0.8).tolist() == [7]
+
+
+def test_the_near_duplicates_page_counts_judged_pairs_as_judged(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.candidates import cached_candidates
+    from core.datasets import load_digits
+
+    monkeypatch.setenv("REDEX_JUDGMENTS_DIR", str(tmp_path))
+    ds = load_digits()
+    top = cached_candidates(ds, "within")
+    at = AppTest.from_file(str(ROOT / "views" / "near_duplicates.py"), default_timeout=300)
+    at.session_state["dup_method"] = "pair score"
+    at.session_state["min_score"] = float(top.score[0]) - 1e-6  # only the best pair is above the minimum
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Pairs (within class)"] == "1" and metrics["Images removed"] == "1"
+    JudgmentStore(ds.fingerprint).judge(int(top.a[0]), int(top.b[0]), "different", "within")
+    at.run()
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Pairs (within class)"] == "0" and metrics["Images removed"] == "0"

@@ -15,12 +15,18 @@ import streamlit as st
 from core.duplicates import DEFAULT_KEEP_RULE, DEFAULT_RADIUS
 from core.hashing import HashConfig
 from core.projection import MAX_DRAWN
+from core.review import DEFAULT_MIN_SCORE
 from core.semantic import DEFAULT_KEEP_FRACTION
+
+DUP_METHODS = ("pair score", "hash")
+DUP_METHOD_TEXT = {"pair score": "Pair score (candidates)", "hash": "Perceptual hash (CE-Dedup)"}
 
 DEFAULTS: dict[str, Any] = {
     "dataset": os.environ.get("REDEX_DATASET", "digits"),  # a spec string for core.datasets.load_dataset
     "hash_method": HashConfig().method,
     "hash_size": HashConfig().hash_size,
+    "dup_method": "auto",  # the pair score for photos of 16 px and more, else hashes (see resolve_dup_method)
+    "min_score": DEFAULT_MIN_SCORE,
     "radius": DEFAULT_RADIUS,
     "keep_rule": DEFAULT_KEEP_RULE,
     "embedding": "trained",
@@ -68,3 +74,12 @@ def check_allowed(spec: str) -> str | None:
     if any(target == r or r in target.parents for r in roots):
         return None
     return f"{target} is outside the folders this app may read ({ALLOW_ENV}: {', '.join(map(str, roots))})"
+
+
+def resolve_dup_method(image_side: int) -> str:
+    """The Near-duplicates method: the user's choice, else the pair score for images of at least 16 pixels
+    (its default minimum is calibrated on 32-pixel photos; on 8-pixel digits most images of a class
+    correlate above it) and hashes for smaller ones."""
+    if st.session_state["dup_method"] == "auto":
+        st.session_state["dup_method"] = DUP_METHODS[0] if image_side >= 16 else "hash"
+    return str(st.session_state["dup_method"])

@@ -6,13 +6,25 @@ import streamlit as st
 
 from core.export import export, manifest_csv, manifest_json, manifest_rows
 from ui.common import current_hash_selection, current_semantic_selection, open_dataset, ready
-from ui.state import ensure_state
+from ui.pairs import current_pair_selection
+from ui.state import ensure_state, resolve_dup_method
 
 ensure_state()
 st.title("Export")
 ds = open_dataset()
-method = st.radio("Subset", ["near-duplicates (hash)", "semantic redundancy"], key="export_method", horizontal=True)
-sel = ready(current_hash_selection(ds))[1] if method.startswith("near") else ready(current_semantic_selection(ds))[2]
+subsets = ["near-duplicates (hash)", "semantic redundancy"]
+if ds.in_memory:  # the pair score needs the images; first where it is the Near-duplicates page's method
+    first = resolve_dup_method(min(ds.image_shape[:2])) == "pair score"
+    subsets.insert(0 if first else 1, "near-duplicates (pair score)")
+method = st.radio("Subset", subsets, key="export_method", horizontal=True,
+                  help="The pair score uses the minimum score set on Near-duplicates and every judgment made on "
+                       "Review pairs")
+if method == "near-duplicates (pair score)":
+    sel = ready(current_pair_selection(ds))
+elif method == "near-duplicates (hash)":
+    sel = ready(current_hash_selection(ds))[1]
+else:
+    sel = ready(current_semantic_selection(ds))[2]
 st.write(f"The current settings keep **{len(sel.kept):,}** and remove **{len(sel.removed):,}** of "
          f"{int(sel.pool.sum()):,} training images.")
 st.code(sel.describe(), language=None)

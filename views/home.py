@@ -11,7 +11,8 @@ from core.embedding import MODELS, missing_embeddings
 from core.hashing import METHODS
 from core.result_folder import job_summary
 from ui.common import current_hash_selection, current_semantic_selection, open_dataset
-from ui.state import ensure_state
+from ui.pairs import leaked_images
+from ui.state import ensure_state, resolve_dup_method
 
 ensure_state()
 st.title("Redundancy Explorer")
@@ -59,8 +60,17 @@ if hashed is not None:
     h[0].metric(f"Near-duplicates ({index.config.label}, ≤ {radius} bits)",
                 f"{len(hash_sel.removed):,} removed", f"-{100 * (1 - hash_sel.kept_fraction):.1f}% of train",
                 delta_color="off")
-    h[2].metric("Train/test leakage", f"{len(leaked):,} test images",
-                f"{100 * len(leaked) / max(1, int((ds.split == TEST).sum())):.1f}% of test", delta_color="off")
+    if resolve_dup_method(min(ds.image_shape[:2])) == "hash" or not ds.in_memory:
+        h[2].metric(f"Train/test leakage (≤ {radius} bits)", f"{len(leaked):,} test images",
+                    f"{100 * len(leaked) / max(1, int((ds.split == TEST).sum())):.1f}% of test", delta_color="off")
+if resolve_dup_method(min(ds.image_shape[:2])) == "pair score" and ds.in_memory:
+    with h[2]:
+        leaked_pairs = leaked_images(ds)
+    if leaked_pairs is not None:
+        h[2].metric(f"Train/test leakage (pair score ≥ {float(st.session_state['min_score']):.2f})",
+                    f"{len(leaked_pairs):,} test images",
+                    f"{100 * len(leaked_pairs) / max(1, int((ds.split == TEST).sum())):.1f}% of test",
+                    delta_color="off", help="Judged pairs count as judged; review them on the Review pairs page")
 if missing_embeddings(ds):
     h[1].metric("Semantic redundancy", "no embeddings", help=missing_embeddings(ds))
 else:

@@ -1,4 +1,5 @@
-"""Near-duplicates: a Hamming-radius slider over cached pairs; groups, conflicts and leakage."""
+"""Near-duplicates: candidate pairs and their pair score (judged pairs as judged), or perceptual hashes and
+a Hamming-radius slider as in CE-Dedup; within-class groups, label conflicts and leakage for either."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from core.hashing import HASH_SIZES, METHODS
 from core.thumbnails import KEPT, LEAKED, REDUNDANT, compose
 from ui import data
 from ui.common import open_dataset, per_class_chart, ready
-from ui.state import ensure_state
+from ui.pairs import pair_page
+from ui.state import DUP_METHOD_TEXT, DUP_METHODS, ensure_state, resolve_dup_method
 
 GROUPS_PER_PAGE = 12
 TILES_PER_ROW = 10  # rows of ten 64-px tiles fit the main column at 1280 px
@@ -28,9 +30,19 @@ MAX_TILES = 40
 
 ensure_state()
 st.title("Near-duplicates")
+ds = open_dataset()
+resolve_dup_method(min(ds.image_shape[:2]))
+method = st.radio("Method", DUP_METHODS, key="dup_method", horizontal=True, format_func=DUP_METHOD_TEXT.get,
+                  help="The pair score finds what people call the same photo (shifted, re-cropped, recoloured, "
+                       "flipped); hashes are exact and fast, as CE-Dedup defines them.")
+if method == "pair score" and ds.in_memory:
+    pair_page(ds)
+    st.stop()
+if method == "pair score":
+    st.info("The pair score needs every image decoded on this machine; this Ray result folder shows its hashes.",
+            icon=":material/info:")
 st.caption("Perceptual hashes (imagehash's bits) and every pair within a Hamming distance, as in CE-Dedup. "
            "Groups are connected components; each shows its diameter, so chains are visible.")
-ds = open_dataset()
 c1, c2, c3 = st.columns(3)
 c1.selectbox("Hash method", METHODS, key="hash_method")
 c2.selectbox("Hash size", HASH_SIZES, key="hash_size", format_func=lambda s: f"{s} ({s * s} bits)")
