@@ -42,7 +42,7 @@ from core.duplicates import (
     max_radius,
 )
 from core.embedding import MODELS, EmbedConfig, Embeddings, embed
-from core.evidence import EvidenceConfig, differences, render, run_evidence, write_section
+from core.evidence import EvidenceConfig, against_default_embedding, differences, render, run_evidence, write_section
 from core.experiments import (
     DEFAULT_FRACTIONS,
     ArmResult,
@@ -255,21 +255,34 @@ def cmd_experiment(args: argparse.Namespace, progress: ProgressFn) -> int:
 def cmd_evidence(args: argparse.Namespace, progress: ProgressFn) -> int:
     """The paired many-seed sweep; prints each run and the paired verdicts, and rewrites a RESULTS.md section."""
     ds = _load(args, progress)
+    embed_cfg = EmbedConfig(arch=args.embedding_arch, epochs=args.embedding_epochs)
     cfg = EvidenceConfig(fractions=_fractions(args.keep_fractions), hash_fraction=args.hash_keep_fraction,
-                         seeds=args.seeds)
+                         seeds=args.seeds, arms=tuple(a.strip() for a in args.arms.split(",") if a.strip()),
+                         embed=embed_cfg)
     recipe = budget_recipe(ds)
-    emb = _timed("embedding network + embeddings", lambda: embed(ds, EmbedConfig(), on_progress=progress))
+    emb = _timed("embedding network + embeddings", lambda: embed(ds, embed_cfg, on_progress=progress))
     print(f"embedding: {emb.info.get('arch')}, test accuracy {100 * emb.info.get('test_accuracy', float('nan')):.2f}%")
     t0 = time.perf_counter()
     results = run_evidence(ds, cfg, recipe, on_result=_show_run, on_progress=progress)
     wall = time.perf_counter() - t0
     for d in differences(results):
         print(d.sentence())
+    other = embed_cfg != EmbedConfig()
+    against = against_default_embedding(ds, results, cfg, recipe) if other else []
+    for d in against:
+        print(d.sentence())
     if args.write:
         command = "python -m core evidence " + " ".join(shlex.quote(a) for a in sys.argv[2:])
         body = render(ds, results, cfg, recipe, command=command, embedding=emb.info, wall_seconds=wall)
+        if against:
+            body += ("\nAgainst the default embedding (semantic with this network minus semantic with the default "
+                     "one, seed by seed, same recipe):\n\n" + "\n".join(f"- {d.sentence()}" for d in against) + "\n")
         device, label = pick_device(), Path(ds.name.partition(":")[2] or ds.name).name  # not the machine's path
-        write_section(Path(args.write), f"{label}:{device}", f"{label}: the paired sweep on {device}", body)
+        name, title = f"{label}:{device}", f"{label}: the paired sweep on {device}"
+        if other:
+            arch = emb.info.get("arch")
+            name, title = f"{name}:{arch}-{emb.info.get('epochs')}", f"{title}, semantic subset from {arch}"
+        write_section(Path(args.write), name, title, body)
         print(f"wrote the {label} ({device}) section of {args.write}")
     return 0
 
@@ -477,6 +490,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep fraction for the hash arm")
     _renamed(p, "--hash-keep", "--hash-keep-fraction", "hash_keep_fraction", float)
     p.add_argument("--seeds", type=int, default=EvidenceConfig().seeds)
+    p.add_argument("--arms", default=",".join(EvidenceConfig().arms), help="which arms to run, comma-separated")
+    p.add_argument("--embedding-arch", default=EmbedConfig().arch,
+                   help="the network behind the semantic subset (auto: the default for the dataset)")
+    p.add_argument("--embedding-epochs", type=int, default=EmbedConfig().epochs, help="its epochs (0: the default)")
     p.add_argument("--write", help="a markdown file whose section for this dataset and device is rewritten")
     p.set_defaults(fn=cmd_evidence)
     p = sub.add_parser("candidates", help="near-duplicate candidates by pixel neighbours and a pair score, best first")

@@ -13,17 +13,20 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from core.datasets import TRAIN, Dataset
-from core.experiments import Arm, ArmResult, ExperimentConfig, Subsets, run_sweep
+from core.embedding import EmbedConfig
+from core.experiments import Arm, ArmResult, ExperimentConfig, Subsets, cached_results, run_sweep
 from core.paired import PairedDifference, by_seed, paired_difference
 from core.training import TrainConfig
 from core.types import ProgressFn
+
+ARMS = ("full", "semantic", "random", "hash", "hash-random")
 
 
 @dataclass(frozen=True)
@@ -33,8 +36,12 @@ class EvidenceConfig:
     fractions: tuple[float, ...] = (0.9, 0.7, 0.5)
     hash_fraction: float = 0.9
     seeds: int = 8
+    arms: tuple[str, ...] = ARMS
+    embed: EmbedConfig = field(default_factory=EmbedConfig)  # the network behind the semantic subset
 
     def __post_init__(self) -> None:
+        if not set(self.arms) <= set(ARMS):
+            raise ValueError(f"arms must be among {', '.join(ARMS)}")
         if any(not 0 < f < 1 for f in (*self.fractions, self.hash_fraction)):
             raise ValueError("keep fractions must be in (0, 1)")
         if self.seeds < 1:
@@ -49,16 +56,38 @@ def evidence_arms(cfg: EvidenceConfig) -> list[Arm]:
         for f in cfg.fractions:
             arms += [Arm("semantic", f, s), Arm("random", f, s)]
         arms += [Arm("hash", cfg.hash_fraction, s), Arm("hash-random", cfg.hash_fraction, s)]
-    return arms
+    return [a for a in arms if a.method in cfg.arms]
+
+
+def experiment_config(cfg: EvidenceConfig, recipe: TrainConfig) -> ExperimentConfig:
+    return ExperimentConfig(fractions=tuple(sorted({*cfg.fractions, cfg.hash_fraction}, reverse=True)),
+                            seeds=cfg.seeds, recipe=recipe, embed=cfg.embed)
 
 
 def run_evidence(ds: Dataset, cfg: EvidenceConfig, recipe: TrainConfig, *, on_result: Callable[[ArmResult], None]
                  | None = None, on_progress: ProgressFn | None = None,
                  stop: threading.Event | None = None) -> list[ArmResult]:
     """Every arm of the sweep, cached results first."""
-    exp = ExperimentConfig(fractions=tuple(sorted({*cfg.fractions, cfg.hash_fraction}, reverse=True)),
-                           seeds=cfg.seeds, recipe=recipe)
-    return run_sweep(ds, exp, arms=evidence_arms(cfg), on_progress=on_progress, on_result=on_result, stop=stop)
+    return run_sweep(ds, experiment_config(cfg, recipe), arms=evidence_arms(cfg), on_progress=on_progress,
+                     on_result=on_result, stop=stop)
+
+
+def against_default_embedding(ds: Dataset, results: list[ArmResult], cfg: EvidenceConfig,
+                              recipe: TrainConfig) -> list[PairedDifference]:
+    """semantic with cfg's embedding minus semantic with the default one, seed by seed, at each fraction
+    where both are cached (nothing is trained): how much the network behind the cut matters."""
+    default = EvidenceConfig(fractions=cfg.fractions, hash_fraction=cfg.hash_fraction, seeds=cfg.seeds,
+                             arms=("semantic",))
+    theirs = cached_results(ds, experiment_config(default, recipe), arms=evidence_arms(default))
+    rows = [(r.method, r.fraction, r.seed, r.accuracy) for r in results]
+    base = [(r.method, r.fraction, r.seed, r.accuracy) for r in theirs]
+    out = []
+    for f in sorted(cfg.fractions, reverse=True):
+        d = paired_difference(by_seed(rows, "semantic", f), by_seed(base, "semantic", f),
+                              names=("semantic (this embedding)", "semantic (default embedding)"), fraction=f)
+        if d is not None:
+            out.append(d)
+    return out
 
 
 def differences(results: list[ArmResult]) -> list[PairedDifference]:
@@ -81,7 +110,7 @@ def per_class_costs(ds: Dataset, results: list[ArmResult], cfg: EvidenceConfig,
     (paired by seed) for semantic and random. Random keeps semantic's count in every class, so the
     shares are equal and the accuracy change says which images mattered."""
     full = {r.seed: np.array(r.per_class) for r in results if r.method == "full" and r.per_class}
-    subsets = subsets or Subsets(ds, ExperimentConfig(recipe=TrainConfig()))
+    subsets = subsets or Subsets(ds, ExperimentConfig(recipe=TrainConfig(), embed=cfg.embed))
     n_classes = len(ds.classes)
     train_counts = np.bincount(ds.labels[ds.split == TRAIN], minlength=n_classes)
     rows = []

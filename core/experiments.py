@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 from core import cache
 from core.datasets import TEST, TRAIN, Dataset
 from core.device import pick_device
+from core.embedding import EmbedConfig
 from core.selection import Selection, empty_like, random_like
 from core.training import TrainConfig, recipe_key, train
 from core.types import ProgressFn
@@ -78,6 +79,7 @@ class ExperimentConfig:
     recipe: TrainConfig = field(default_factory=TrainConfig)
     hash_method: str = "phash"
     hash_size: int = 8
+    embed: EmbedConfig = field(default_factory=EmbedConfig)  # the network behind the semantic subset
 
     def __post_init__(self) -> None:
         bad = [m for m in self.methods if m not in METHODS]
@@ -110,7 +112,7 @@ class Subsets:
         from core.semantic import semantic_index, semantic_selection
 
         if self._semantic is None:
-            self._semantic = semantic_index(self.ds, on_progress=self.on_progress)
+            self._semantic = semantic_index(self.ds, self.cfg.embed, on_progress=self.on_progress)
         emb, dendro = self._semantic
         return semantic_selection(dendro, emb.vectors, keep_fraction=fraction)
 

@@ -92,3 +92,13 @@ def test_the_section_is_written_in_place_and_the_rest_is_kept(digits, sweep, tmp
     text = doc.read_text()
     assert text.startswith("# Results\n\nwritten by hand\n") and text.count("evidence:digits:cpu:start") == 1
     assert "Shown:" in text and "What the data show:" not in text
+
+
+def test_arms_can_be_chosen_and_unknown_ones_are_refused() -> None:
+    from core.evidence import EvidenceConfig, evidence_arms
+
+    arms = evidence_arms(EvidenceConfig(fractions=(0.9, 0.5), seeds=2, arms=("semantic", "random")))
+    assert {a.method for a in arms} == {"semantic", "random"} and len(arms) == 2 * 2 * 2
+    assert [a.seed for a in arms] == sorted(a.seed for a in arms)  # still seed-major
+    with pytest.raises(ValueError, match="arms"):
+        EvidenceConfig(arms=("semantic", "best"))
