@@ -16,7 +16,7 @@ candidates by nearest neighbours and judge each pair; this module does the first
    re-cropped or recoloured copy of a photo keeps a score near 1; a different photo with a similar
    layout (a plain sky, a ship on the sea) drops, because its details do not line up.
 
-   Why this calibration: on the 400 pairs of the CIFAR-10 leakage list I judged by eye (ranks
+   Why this calibration: on 400 pairs of the CIFAR-10 leakage list judged by eye (ranks
    1-300, 451-500 and 551-600 of the former, image-only score), the area under the ROC curve of
    duplicate against not was 0.82 for the image correlation alone and 0.95 for the mean with the
    detail correlation; on the planted copies (tests/test_candidates.py) the detail term alone

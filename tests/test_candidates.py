@@ -165,7 +165,7 @@ def test_bad_scope_and_config_are_refused(planted) -> None:  # type: ignore[no-u
 def test_hard_negatives_score_below_every_planted_family(planted) -> None:  # type: ignore[no-untyped-def]
     """Hard negatives: for each planted original, the photo closest to it in pixel-cue space among
     3,000 other CIFAR-10 photos (different files). A few of them are the same photo stored twice in
-    CIFAR-10's training set (I looked: the four best are), so the test bounds the 95th percentile,
+    CIFAR-10's training set (the four best are, by eye), so the test bounds the 95th percentile,
     not the maximum."""
     ds, truth, family, n_copies, source = planted
     if source != "cifar10":
