@@ -159,6 +159,7 @@ def _progress_text(page, label: str = "Embedding (trained)") -> str:  # type: ig
     return str(bar.inner_text())
 
 
+@pytest.mark.slow  # a minute or two of training: `make test-all` runs it, the default suite does not
 def test_training_survives_two_tabs_a_reload_and_a_page_change(training_server, browser) -> None:  # type: ignore[no-untyped-def]
     url, logs = training_server
     semantic = browser.new_page(viewport={"width": 1280, "height": 900})
