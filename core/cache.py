@@ -184,6 +184,11 @@ def peek_json(key: str) -> Any:
     return _load_or_drop(cache_dir() / f"{key}.json", lambda p: json.loads(p.read_text()))
 
 
+def peek_arrays(key: str) -> Arrays | None:
+    """The arrays stored under `key`, or None when absent or unreadable (never computes)."""
+    return _load_or_drop(cache_dir() / f"{key}.npz", read_npz)
+
+
 def cached_dir(key: str, build: Callable[[Path], None], validate: Callable[[Path], T]) -> T:
     """A cached folder: `build` fills a temporary folder, which is renamed into place whole.
 

@@ -22,7 +22,10 @@ candidates by nearest neighbours and judge each pair; this module does the first
    detail correlation; on the planted copies (tests/test_candidates.py) the detail term alone
    fails re-crops (0.29 at 3 px), which the image term and the zooms keep above 0.85.
 
-Each candidate says which cue found it and its score; the lists are sorted best first.
+Two more cues add their pairs before the score: the trained network's embedding (its penultimate
+layer), when it is on disk already, and every pHash pair within `hash_radius` bits.
+
+Each candidate says which cue found it first and its score; the lists are sorted best first.
 """
 
 from __future__ import annotations
@@ -38,11 +41,14 @@ from scipy.ndimage import gaussian_filter
 
 from core import cache
 from core.datasets import TEST, TRAIN, Dataset
+from core.duplicates import CROSS, LEAK, WITHIN, build_index
+from core.embedding import cached_embedding
+from core.hashing import HashConfig
 from core.types import Images, ProgressFn, report
 
 SCOPES = ("leakage", "within", "cross")
 SCOPE_TEXT = {"leakage": "Train/test leakage", "within": "Within a class", "cross": "Across classes (label conflicts)"}
-CANDIDATES_VERSION = 4  # 3: the detail correlation and the zooms; 4: shift and blur scaled to the size
+CANDIDATES_VERSION = 5  # 3: detail correlation, zooms; 4: shift and blur scaled to the size; 5: network, hash cues
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,8 @@ class CandidateConfig:
     flip: bool = True
     detail_sigma: float = 2.0
     zooms: tuple[float, ...] = (1.1, 1.2)
+    network: bool = True  # also the trained network's embedding, when it is on disk already (never trained here)
+    hash_radius: int = 8  # also every pHash pair within this many bits (0: none)
 
     def __post_init__(self) -> None:
         if not self.sides or min(self.sides) < 4 or self.top_k < 1 or self.max_shift < 0:
@@ -235,6 +243,22 @@ def similarity(a: NDArray[Any], b: NDArray[Any], cfg: CandidateConfig = Candidat
     return best
 
 
+def _hash_pairs(ds: Dataset, scope: str, radius: int, on_progress: ProgressFn | None) -> tuple[
+        NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]:
+    """pHash pairs within `radius` bits in one scope, as (query, match, 1 - bits/64); a test image first."""
+    index = build_index(ds, HashConfig("phash", 8), on_progress)
+    p = index.pairs
+    want = {"leakage": LEAK, "within": WITHIN, "cross": CROSS}[scope]
+    keep = (p.d <= radius) & (index.scope == want)
+    if scope != "leakage":
+        keep &= (ds.split[p.i] == TRAIN) & (ds.split[p.j] == TRAIN)
+    i, j, d = p.i[keep], p.j[keep], p.d[keep]
+    if scope == "leakage":  # the test image is the query
+        swap = ds.split[i] != TEST
+        i, j = np.where(swap, j, i), np.where(swap, i, j)
+    return i.astype(np.int64), j.astype(np.int64), (1 - d / 64).astype(np.float32)
+
+
 def find_candidates(ds: Dataset, scope: str = "leakage", cfg: CandidateConfig = CandidateConfig(), *,
                     on_progress: ProgressFn | None = None) -> Candidates:
     """Candidate pairs of one scope, best pair score first.
@@ -258,6 +282,19 @@ def find_candidates(ds: Dataset, scope: str = "leakage", cfg: CandidateConfig = 
         found_sim.append(sims.reshape(-1))
         found_cue.append(np.full(idx.size, f"pixels{side}" + ("-mirrored" if mirrored else "")))
         report(on_progress, "neighbours", n_done + 1, len(views))
+    emb = cached_embedding(ds) if cfg.network else None
+    if emb is not None:  # the penultimate layer of the network trained on the data (cosine: the vectors are L2-normal)
+        idx, sims = nearest(emb.vectors[queries], emb.vectors[train], k)
+        found_a.append(np.repeat(queries, idx.shape[1]))
+        found_b.append(train[idx.reshape(-1)])
+        found_sim.append(sims.reshape(-1))
+        found_cue.append(np.full(idx.size, "network"))
+    if cfg.hash_radius > 0:
+        ha, hb, hsim = _hash_pairs(ds, scope, cfg.hash_radius, on_progress)
+        found_a.append(ha)
+        found_b.append(hb)
+        found_sim.append(hsim)
+        found_cue.append(np.full(len(ha), f"phash<={cfg.hash_radius}"))
     a, b = np.concatenate(found_a), np.concatenate(found_b)
     sim, cue = np.concatenate(found_sim), np.concatenate(found_cue)
     _, first = np.unique(np.stack([a, b], axis=1), axis=0, return_index=True)  # each pair once, by its first cue

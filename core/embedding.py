@@ -196,9 +196,7 @@ def embed(ds: Dataset, cfg: EmbedConfig = EmbedConfig(), *, download: bool = Fal
     """
     if not ds.in_memory:
         return _precomputed(ds, cfg)
-    size = min(ds.image_shape[:2])
-    key_cfg = {**asdict(cfg), "train": recipe_key(train_config(ds, cfg), size) if cfg.model == "trained" else None}
-    key = cache.make_key("embed", key_cfg, ds.fingerprint)
+    key = _embed_key(ds, cfg)
 
     def compute() -> dict[str, NDArray[Any]]:
         if cfg.model == "trained":
@@ -210,6 +208,23 @@ def embed(ds: Dataset, cfg: EmbedConfig = EmbedConfig(), *, download: bool = Fal
         return {"vectors": _l2(vecs), "info": np.array(_json(info))}
 
     arrays = cache.cached_arrays(key, compute)
+    return Embeddings(arrays["vectors"].astype(np.float32), json.loads(str(arrays["info"])), key)
+
+
+def _embed_key(ds: Dataset, cfg: EmbedConfig) -> str:
+    size = min(ds.image_shape[:2])
+    key_cfg = {**asdict(cfg), "train": recipe_key(train_config(ds, cfg), size) if cfg.model == "trained" else None}
+    return cache.make_key("embed", key_cfg, ds.fingerprint)
+
+
+def cached_embedding(ds: Dataset, cfg: EmbedConfig = EmbedConfig()) -> Embeddings | None:
+    """The embedding of `ds` when it is on disk already, else None: nothing is trained or computed."""
+    if not ds.in_memory:
+        return None
+    key = _embed_key(ds, cfg)
+    arrays = cache.peek_arrays(key)
+    if arrays is None:
+        return None
     return Embeddings(arrays["vectors"].astype(np.float32), json.loads(str(arrays["info"])), key)
 
 

@@ -195,3 +195,34 @@ def test_the_pair_score_leaves_its_inputs_as_they_were() -> None:
     similarity(a, b, CandidateConfig(), (1.1,))
     np.testing.assert_array_equal(a, a0)
     np.testing.assert_array_equal(b, b0)
+
+
+def test_network_and_hash_cues_add_their_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The network cue adds each image's nearest neighbours in a cached embedding (here a planted one in which
+    every test image sits on a random training image); the hash cue adds every pHash pair within its radius,
+    the test image first."""
+    import core.candidates as cands_mod
+    from core.datasets import load_digits
+    from core.duplicates import LEAK, build_index
+    from core.embedding import Embeddings
+    from core.hashing import HashConfig
+
+    ds = load_digits()
+    rng = np.random.default_rng(5)
+    train, test = np.flatnonzero(ds.split == TRAIN), np.flatnonzero(ds.split == TEST)
+    vectors = rng.normal(size=(len(ds), 16)).astype(np.float32)
+    twin = rng.choice(train, len(test))
+    vectors[test] = vectors[twin]
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    monkeypatch.setattr(cands_mod, "cached_embedding", lambda _ds: Embeddings(vectors, {}, "planted"))
+    found = find_candidates(ds, "leakage", CandidateConfig(hash_radius=6))
+    pairs = set(zip(found.a.tolist(), found.b.tolist()))
+    assert all((int(t), int(m)) in pairs for t, m in zip(test, twin))
+    assert "network" in set(found.cue.tolist())
+    index = build_index(ds, HashConfig("phash", 8))
+    near = (index.pairs.d <= 6) & (index.scope == LEAK)
+    for i, j in zip(index.pairs.i[near], index.pairs.j[near]):
+        t, m = (int(i), int(j)) if ds.split[i] == TEST else (int(j), int(i))
+        assert (t, m) in pairs
+    monkeypatch.setattr(cands_mod, "cached_embedding", lambda _ds: None)  # not on disk: the cue is left out
+    assert "network" not in set(find_candidates(ds, "leakage", CandidateConfig(hash_radius=0)).cue.tolist())
