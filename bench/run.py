@@ -199,6 +199,17 @@ def candidates() -> list[dict[str, Any]]:
     rows = [row(f"leakage candidates, {len(ds):,} images (cues cached)", "computing the pixel cues (cold)", cue_s,
                 run_s, notes=f"{len(found):,} pairs scored; the first call also computes the cues",
                 command="find_candidates(ds, 'leakage')")]
+    from core.candidates import cached_candidates
+    from core.judgments import JudgmentStore
+    from core.review import pair_selection
+
+    within = cached_candidates(ds, "within")
+    judged = JudgmentStore(ds.fingerprint).load()
+    scores = iter([0.8, 0.9] * 10)
+    cut_s, sel = timed(lambda: pair_selection(ds, within, judged, next(scores)), repeat=6)
+    rows.append(row(f"re-cut after a minimum-score change, {len(within):,} within-class pairs", "-", None, cut_s,
+                    notes=f"{len(sel.removed):,} removed at 0.9; {len(judged):,} judgments applied",
+                    command="pair_selection(ds, within, judged, min_score)"))
     rows += _candidate_pr()
     return rows
 

@@ -203,3 +203,23 @@ def test_the_near_duplicates_page_counts_judged_pairs_as_judged(tmp_path: Path,
     at.run()
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Pairs (within class)"] == "0" and metrics["Images removed"] == "0"
+
+
+def test_accepted_equals_the_rule_pair_by_pair(tmp_path: Path) -> None:
+    """The vectorised rule against its definition, on random pairs and random judgments."""
+    from core.judgments import LABELS, Judgment
+    from core.review import accepted
+
+    rng = np.random.default_rng(7)
+    a, b = rng.integers(0, 300, 2000), rng.integers(0, 300, 2000)
+    cands = Candidates("within", a, b, np.ones(2000, np.float32), rng.random(2000).astype(np.float32),
+                       np.full(2000, "pixels16"))
+    judged = {}
+    for r in rng.choice(2000, 300, replace=False):
+        x, y = (int(cands.b[r]), int(cands.a[r])) if r % 2 else (int(cands.a[r]), int(cands.b[r]))
+        judged[(min(x, y), max(x, y))] = Judgment(x, y, str(rng.choice(LABELS)), "within", 0.0)
+    expected = [r for r in range(2000)
+                if (j := judged.get((min(a[r], b[r]), max(a[r], b[r])))) is not None and j.is_duplicate
+                or j is None and cands.score[r] >= 0.6]
+    got = accepted(cands, judged, 0.6)
+    assert list(zip(got.a.tolist(), got.b.tolist())) == [(int(a[r]), int(b[r])) for r in expected]
