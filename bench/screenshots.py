@@ -48,7 +48,8 @@ def main() -> int:
                 done = ("() => { const a = document.querySelector(\"[data-testid='stApp']\");"
                         " return a && a.getAttribute('data-test-script-state') === 'notRunning'"
                         " && document.querySelectorAll('h1').length > 0"
-                        " && !document.querySelector(\"[data-testid='stMain'] [data-testid='stProgress']\"); }")
+                        " && ![...document.querySelectorAll(\"[data-testid='stMain'] [data-testid='stProgress']\")]"
+                        ".some(e => !e.innerText.includes(' judged')); }")  # the Review page's own bar is no job
                 for _ in range(300):  # finished, and no background job of the page running, 3 s apart
                     page.wait_for_function(done, timeout=900_000)
                     page.wait_for_timeout(3000)

@@ -25,7 +25,7 @@ candidates by nearest neighbours and judge each pair; this module does the first
 Two more cues add their pairs before the score: the trained network's embedding (its penultimate
 layer), when it is on disk already, and every pHash pair within `hash_radius` bits.
 
-Each candidate says which cue found it first and its score; the lists are sorted best first.
+Each candidate says which cue saw it most similar, and its score; the lists are sorted best first.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from core.types import Images, ProgressFn, report
 
 SCOPES = ("leakage", "within", "cross")
 SCOPE_TEXT = {"leakage": "Train/test leakage", "within": "Within a class", "cross": "Across classes (label conflicts)"}
-CANDIDATES_VERSION = 5  # 3: detail correlation, zooms; 4: shift and blur scaled to the size; 5: network, hash cues
+CANDIDATES_VERSION = 6  # 3: detail, zooms; 4: scaled to the size; 5: network, hash cues; 6: credit the best cue
 
 
 @dataclass(frozen=True)
@@ -297,7 +297,9 @@ def find_candidates(ds: Dataset, scope: str = "leakage", cfg: CandidateConfig = 
         found_cue.append(np.full(len(ha), f"phash<={cfg.hash_radius}"))
     a, b = np.concatenate(found_a), np.concatenate(found_b)
     sim, cue = np.concatenate(found_sim), np.concatenate(found_cue)
-    _, first = np.unique(np.stack([a, b], axis=1), axis=0, return_index=True)  # each pair once, by its first cue
+    by_sim = np.argsort(-sim, kind="stable")  # each pair once, credited to the cue that saw it most similar
+    a, b, sim, cue = a[by_sim], b[by_sim], sim[by_sim], cue[by_sim]
+    _, first = np.unique(np.stack([a, b], axis=1), axis=0, return_index=True)
     first = np.sort(first)
     a, b, sim, cue = a[first], b[first], sim[first], cue[first]
     keep = a != b
