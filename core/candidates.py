@@ -80,7 +80,7 @@ class Candidates:
     b: NDArray[np.int64]
     cue_similarity: NDArray[np.float32]  # cosine on the cue that found the pair, in [-1, 1]
     score: NDArray[np.float32]  # the pair score (see `similarity`), in [-1, 1]
-    cue: NDArray[np.str_]  # which cue found the pair first, e.g. 'pixels16' or 'pixels8-mirrored'
+    cue: NDArray[np.str_]  # the cue that saw the pair most similar, e.g. "pixels16" or "pixels8-mirrored"
 
     def __len__(self) -> int:
         return len(self.a)
@@ -297,6 +297,8 @@ def find_candidates(ds: Dataset, scope: str = "leakage", cfg: CandidateConfig = 
         found_cue.append(np.full(len(ha), f"phash<={cfg.hash_radius}"))
     a, b = np.concatenate(found_a), np.concatenate(found_b)
     sim, cue = np.concatenate(found_sim), np.concatenate(found_cue)
+    if scope != "leakage":  # a training pair found from either end is one pair, smaller index first
+        a, b = np.minimum(a, b), np.maximum(a, b)
     by_sim = np.argsort(-sim, kind="stable")  # each pair once, credited to the cue that saw it most similar
     a, b, sim, cue = a[by_sim], b[by_sim], sim[by_sim], cue[by_sim]
     _, first = np.unique(np.stack([a, b], axis=1), axis=0, return_index=True)
@@ -305,7 +307,7 @@ def find_candidates(ds: Dataset, scope: str = "leakage", cfg: CandidateConfig = 
     keep = a != b
     if scope != "leakage":
         same = ds.labels[a] == ds.labels[b]
-        keep &= (same if scope == "within" else ~same) & (a < b)  # each unordered pair once
+        keep &= same if scope == "within" else ~same
     a, b, sim, cue = a[keep], b[keep], sim[keep], cue[keep]
     images = ds.pixels("the pair score")
     score = np.empty(len(a), np.float32)

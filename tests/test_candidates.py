@@ -226,3 +226,21 @@ def test_network_and_hash_cues_add_their_pairs(monkeypatch: pytest.MonkeyPatch) 
         assert (t, m) in pairs
     monkeypatch.setattr(cands_mod, "cached_embedding", lambda _ds: None)  # not on disk: the cue is left out
     assert "network" not in set(find_candidates(ds, "leakage", CandidateConfig(hash_radius=0)).cue.tolist())
+
+
+def test_within_pairs_are_kept_whichever_end_found_them() -> None:
+    from core.datasets import load_digits
+
+    ds = load_digits()
+    found = find_candidates(ds, "within", CandidateConfig(sides=(16,), flip=False, top_k=1, network=False,
+                                                          hash_radius=0, zooms=()))
+    pairs = list(zip(found.a.tolist(), found.b.tolist()))
+    assert all(a < b for a, b in pairs) and len(set(pairs)) == len(pairs)
+    assert np.all(ds.labels[found.a] == ds.labels[found.b])
+    train = np.flatnonzero(ds.split == TRAIN)
+    cue = pixel_cue(np.asarray(ds.images), 16)
+    idx, _ = nearest(cue[train], cue[train], 2)
+    for q, (first, second) in zip(train, train[idx]):
+        m = second if first == q else first  # its nearest other training image
+        if ds.labels[m] == ds.labels[q]:
+            assert (min(q, m), max(q, m)) in set(pairs)
