@@ -42,7 +42,7 @@ from scipy.ndimage import gaussian_filter
 from core import cache
 from core.datasets import TEST, TRAIN, Dataset
 from core.duplicates import CROSS, LEAK, WITHIN, build_index
-from core.embedding import cached_embedding
+from core.embedding import cached_embedding, cached_embedding_key
 from core.hashing import HashConfig
 from core.types import Images, ProgressFn, report
 
@@ -333,7 +333,9 @@ def cached_candidates(ds: Dataset, scope: str = "leakage", cfg: CandidateConfig 
     """find_candidates, cached by the dataset's fingerprint, the scope and the config.
 
     The leakage list holds each test image once, with its best training match, unless every_match."""
-    key = cache.make_key("candidates", {"scope": scope, "cfg": cfg, "version": CANDIDATES_VERSION}, ds.fingerprint)
+    network = cached_embedding_key(ds) if cfg.network else None  # the network cue's input takes part in the key
+    key = cache.make_key("candidates", {"scope": scope, "cfg": cfg, "version": CANDIDATES_VERSION, "network": network},
+                         ds.fingerprint)
 
     def compute() -> dict[str, NDArray[Any]]:
         c = find_candidates(ds, scope, cfg, on_progress=on_progress)

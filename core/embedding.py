@@ -217,6 +217,14 @@ def _embed_key(ds: Dataset, cfg: EmbedConfig) -> str:
     return cache.make_key("embed", key_cfg, ds.fingerprint)
 
 
+def cached_embedding_key(ds: Dataset, cfg: EmbedConfig = EmbedConfig()) -> str | None:
+    """The cache key of the embedding of `ds` when it is on disk, else None (nothing is read or computed)."""
+    if not ds.in_memory:
+        return None
+    key = _embed_key(ds, cfg)
+    return key if (cache.cache_dir() / f"{key}.npz").exists() else None
+
+
 def cached_embedding(ds: Dataset, cfg: EmbedConfig = EmbedConfig()) -> Embeddings | None:
     """The embedding of `ds` when it is on disk already, else None: nothing is trained or computed."""
     if not ds.in_memory:

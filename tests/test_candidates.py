@@ -244,3 +244,21 @@ def test_within_pairs_are_kept_whichever_end_found_them() -> None:
         m = second if first == q else first  # its nearest other training image
         if ds.labels[m] == ds.labels[q]:
             assert (min(q, m), max(q, m)) in set(pairs)
+
+
+def test_the_cached_list_is_recomputed_once_the_network_embedding_exists(monkeypatch: pytest.MonkeyPatch) -> None:
+    import core.candidates as cands_mod
+    from core import cache
+    from core.candidates import cached_candidates
+    from core.datasets import load_digits
+
+    ds = load_digits()
+    cfg = CandidateConfig(zooms=(), hash_radius=0)
+    monkeypatch.setattr(cands_mod, "cached_embedding_key", lambda _ds: None)
+    cached_candidates(ds, "leakage", cfg)
+    misses = cache.stats.misses
+    cached_candidates(ds, "leakage", cfg)
+    assert cache.stats.misses == misses  # read back
+    monkeypatch.setattr(cands_mod, "cached_embedding_key", lambda _ds: "embed-planted")
+    cached_candidates(ds, "leakage", cfg)
+    assert cache.stats.misses == misses + 1  # the network cue's input changed: computed anew
