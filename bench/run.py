@@ -193,11 +193,23 @@ def candidates() -> list[dict[str, Any]]:
     t0 = time.perf_counter()
     for side in cfg.sides:
         for mirrored in (False, True):
-            cached_pixel_cue(ds, side, mirrored)
+            cached_pixel_cue(ds, side, mirrored)  # the features: computed once and cached (here usually read back)
     cue_s = time.perf_counter() - t0
-    run_s, found = timed(lambda: find_candidates(ds, "leakage", cfg))
-    rows = [row(f"leakage candidates, {len(ds):,} images (cues cached)", "computing the pixel cues (cold)", cue_s,
-                run_s, notes=f"{len(found):,} pairs scored; the first call also computes the cues",
+    stages: dict[str, float] = {}
+    last = [time.perf_counter()]
+
+    def stage(p: Any) -> None:  # time between progress reports, summed per phase
+        now = time.perf_counter()
+        stages[p.phase] = stages.get(p.phase, 0.0) + now - last[0]
+        last[0] = now
+
+    t0 = time.perf_counter()
+    found = find_candidates(ds, "leakage", cfg, on_progress=stage)
+    run_s = time.perf_counter() - t0
+    split = ", ".join(f"{k} {v:.1f} s" for k, v in stages.items())
+    rows = [row(f"leakage candidates, {len(ds):,} images (cues cached)", "-", None, run_s,
+                notes=f"{len(found):,} pairs scored (pixel cues, the network's embedding, pHash <= 8); by stage: "
+                      f"{split}; reading the cached pixel cues {cue_s:.1f} s",
                 command="find_candidates(ds, 'leakage')")]
     from core.candidates import cached_candidates
     from core.judgments import JudgmentStore

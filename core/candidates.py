@@ -200,11 +200,11 @@ def pair_scores(a: NDArray[Any], b: NDArray[Any], max_shift: int = 3, flip: bool
     return out
 
 
-def detail(images: NDArray[Any], sigma: float) -> NDArray[np.float64]:
-    """Each image minus its Gaussian blur: edges and texture, without the smooth background."""
-    x = np.array(images, np.float64)
-    out: NDArray[np.float64] = x - gaussian_filter(x, sigma=(0, sigma, sigma, 0))
-    return out
+def detail(images: NDArray[Any], sigma: float) -> NDArray[np.float32]:
+    """Each image minus its Gaussian blur: edges and texture, without the smooth background (float32)."""
+    x = np.array(images, np.float32)
+    x -= gaussian_filter(x, sigma=(0, sigma, sigma, 0))
+    return x
 
 
 def zoomed(images: NDArray[Any], z: float) -> NDArray[np.uint8]:
