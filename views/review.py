@@ -27,6 +27,10 @@ st.caption("Candidates come from exact nearest neighbours on small mean-centred 
            "3 pixels, a flip and two zooms. Judge each pair: keys 1–4 judge and move on, ← and → browse, Backspace "
            "undoes. Judgments are saved at once and never touch the images.")
 ds = open_dataset()
+if not ds.in_memory:
+    st.info("Reviewing pairs needs every image decoded on this machine, and this Ray result folder reads its images "
+            "on demand: open the source itself as the dataset to review its pairs.", icon=":material/info:")
+    st.stop()
 store = JudgmentStore(ds.fingerprint)
 c1, c2, c3 = st.columns([2, 3, 1])
 c1.selectbox("Scope", SCOPES, key="review_scope", format_func=lambda s: SCOPE_TEXT[s])
