@@ -21,7 +21,7 @@ import numpy as np
 
 from core.datasets import TRAIN, Dataset
 from core.embedding import EmbedConfig
-from core.experiments import Arm, ArmResult, ExperimentConfig, Subsets, cached_results, run_sweep
+from core.experiments import Arm, ArmResult, ExperimentConfig, Subsets, budget_recipe, cached_results, run_sweep
 from core.paired import PairedDifference, by_seed, paired_difference
 from core.training import TrainConfig
 from core.types import ProgressFn
@@ -110,6 +110,10 @@ def per_class_costs(ds: Dataset, results: list[ArmResult], cfg: EvidenceConfig,
     (paired by seed) for semantic and random. Random keeps semantic's count in every class, so the
     shares are equal and the accuracy change says which images mattered."""
     full = {r.seed: np.array(r.per_class) for r in results if r.method == "full" and r.per_class}
+    if not full and results:  # a sweep without the full arm (another network's semantic arms): the cached full runs
+        base = EvidenceConfig(fractions=cfg.fractions, hash_fraction=cfg.hash_fraction, seeds=cfg.seeds, arms=("full",))
+        cached = cached_results(ds, experiment_config(base, budget_recipe(ds)), arms=evidence_arms(base))
+        full = {r.seed: np.array(r.per_class) for r in cached if r.per_class}
     subsets = subsets or Subsets(ds, ExperimentConfig(recipe=TrainConfig(), embed=cfg.embed))
     n_classes = len(ds.classes)
     train_counts = np.bincount(ds.labels[ds.split == TRAIN], minlength=n_classes)
@@ -146,7 +150,7 @@ def render(ds: Dataset, results: list[ArmResult], cfg: EvidenceConfig, recipe: T
            embedding: dict[str, Any], wall_seconds: float) -> str:
     """The markdown section: command, recipe, device, arms, paired differences in words, per-class costs."""
     device = results[0].device if results else "(no run)"
-    seeds_done = sorted({r.seed for r in results if r.method == "full"})
+    seeds_done = sorted({r.seed for r in results})
     trained = sum(r.seconds for r in results)
     lines = [f"Command: `{command}` ({len(results)} runs, {len(seeds_done)} seeds; the runs' own training and "
              f"evaluation add up to {trained / 3600:.2f} h on this device; this invocation took "
