@@ -105,14 +105,14 @@ def differences(results: list[ArmResult]) -> list[PairedDifference]:
 
 
 def per_class_costs(ds: Dataset, results: list[ArmResult], cfg: EvidenceConfig,
-                    subsets: Subsets | None = None) -> list[dict[str, Any]]:
+                    subsets: Subsets | None = None, recipe: TrainConfig | None = None) -> list[dict[str, Any]]:
     """Per class and fraction: the share removed, and the mean change of its test accuracy against the full set
     (paired by seed) for semantic and random. Random keeps semantic's count in every class, so the
     shares are equal and the accuracy change says which images mattered."""
     full = {r.seed: np.array(r.per_class) for r in results if r.method == "full" and r.per_class}
     if not full and results:  # a sweep without the full arm (another network's semantic arms): the cached full runs
         base = EvidenceConfig(fractions=cfg.fractions, hash_fraction=cfg.hash_fraction, seeds=cfg.seeds, arms=("full",))
-        cached = cached_results(ds, experiment_config(base, budget_recipe(ds)), arms=evidence_arms(base))
+        cached = cached_results(ds, experiment_config(base, recipe or budget_recipe(ds)), arms=evidence_arms(base))
         full = {r.seed: np.array(r.per_class) for r in cached if r.per_class}
     subsets = subsets or Subsets(ds, ExperimentConfig(recipe=TrainConfig(), embed=cfg.embed))
     n_classes = len(ds.classes)
@@ -174,7 +174,7 @@ def render(ds: Dataset, results: list[ArmResult], cfg: EvidenceConfig, recipe: T
     diffs = differences(results)
     lines += [f"- {d.sentence()}" for d in diffs] or ["- (no pair has finished yet)"]
     lines += ["", "What the data show: " + _verdict(diffs), ""]
-    costs = per_class_costs(ds, results, cfg)
+    costs = per_class_costs(ds, results, cfg, recipe=recipe)
     if costs:
         lines += ["Per-class costs: the share of each class removed, and the mean change of its test accuracy "
                   "against the full set (points, paired by seed):", "",

@@ -65,7 +65,7 @@ class Precision:
 
 def precision(cands: Candidates, judged: Judged, tops: tuple[int, ...] = (100, 300, 600)) -> list[Precision]:
     """Per n in tops: how many of the first n pairs are judged, and how many of those are duplicates."""
-    marks = judgment_at(cands, judged)
+    marks = judgment_at(cands.subset(np.arange(min(max(tops, default=0), len(cands)))), judged)  # only the head
     out = []
     for top in tops:
         head = [m for m in marks[:top] if m is not None]
@@ -113,6 +113,19 @@ class Removals:
         return np.union1d(self.duplicates, self.conflicts)
 
 
+def _groups(n: int, a: NDArray[np.int64], b: NDArray[np.int64]) -> tuple[
+        NDArray[np.int64], NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
+    """Connected groups of the pairs (a, b) over n images: (members, their group number, the lowest index of
+    their group, the members that are not it). The lowest index stays, so the choice is stable."""
+    _, comp = connected_components(coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n)), directed=False)
+    members = np.unique(np.concatenate([a, b]))  # sorted, so each group's first member is its lowest index
+    comps, first = np.unique(comp[members], return_index=True)
+    lowest = np.full(n, -1, np.int64)
+    lowest[comps] = members[first]
+    gone = members[lowest[comp[members]] != members]
+    return members, np.searchsorted(comps, comp[members]), lowest[comp], gone
+
+
 def training_removals(ds: Dataset, judged: Judged) -> Removals:
     pairs = [(j.a, j.b) for j in _duplicates(judged) if ds.split[j.a] == TRAIN and ds.split[j.b] == TRAIN]
     conflicts = sorted({i for a, b in pairs if ds.labels[a] != ds.labels[b] for i in (a, b)})
@@ -120,12 +133,7 @@ def training_removals(ds: Dataset, judged: Judged) -> Removals:
     if not within:
         return Removals(np.zeros(0, np.int64), np.array(conflicts, np.int64))
     a, b = np.array(within, np.int64).T
-    g = coo_matrix((np.ones(len(a)), (a, b)), shape=(len(ds), len(ds)))
-    _, comp = connected_components(g, directed=False)
-    members = np.unique(np.concatenate([a, b]))
-    keep = {int(comp[m]): int(m) for m in members[::-1]}  # the lowest index of each group stays
-    dup = np.array([m for m in members if keep[int(comp[m])] != m], np.int64)
-    return Removals(dup, np.array(conflicts, np.int64))
+    return Removals(_groups(len(ds), a, b)[3], np.array(conflicts, np.int64))
 
 
 def read_judgments(path: str | Path, ds: Dataset) -> Judged:
@@ -181,18 +189,13 @@ def pair_selection(ds: Dataset, within: Candidates, judged: Judged, min_score: f
     ok = pool[pairs.a] & pool[pairs.b] & (ds.labels[pairs.a] == ds.labels[pairs.b])
     a, b, score = pairs.a[ok], pairs.b[ok], pairs.score[ok]
     if len(a):
-        _, comp = connected_components(coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n)), directed=False)
-        members = np.unique(np.concatenate([a, b]))  # sorted, so each group's first member is its lowest index
-        comps, first = np.unique(comp[members], return_index=True)
-        lowest = np.full(n, -1, np.int64)
-        lowest[comps] = members[first]
+        members, numbers, lowest, gone = _groups(n, a, b)
         best = np.full(n, -1.0)
         np.maximum.at(best, a, score)
         np.maximum.at(best, b, score)
-        group[members] = np.searchsorted(comps, comp[members])
-        gone = members[lowest[comp[members]] != members]
+        group[members] = numbers
         keep[gone] = False
-        rep[gone] = lowest[comp[gone]]
+        rep[gone] = lowest[gone]
         dist[gone] = 1.0 - best[gone]  # 1 - the best pair score of the image: small means surely the same photo
     return Selection("pairs", {"min_score": min_score, "judged": len(judged)}, pool, keep, group, rep, dist)
 
