@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
 
-from core.candidates import CandidateConfig, find_candidates, nearest, pair_scores, pixel_cue, similarity
+from core.candidates import CandidateConfig, find_candidates, nearest, pixel_cue
 from core.datasets import TEST, TRAIN, make_dataset
+from core.pair_score import PairScoreConfig, similarity
 from core.synthetic import base_image
 
 CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpg"
@@ -118,43 +119,6 @@ def test_nearest_is_exact_against_numpy() -> None:
     np.testing.assert_allclose(sim, np.take_along_axis(queries @ base.T, ref, axis=1), rtol=1e-5, atol=1e-5)
 
 
-def test_the_pair_score_is_one_for_a_shifted_flipped_copy_and_matches_a_direct_correlation() -> None:
-    rng = np.random.default_rng(2)
-    a = np.stack([np.asarray(base_image(rng, 32)) for _ in range(3)])
-    b = a[:, :, ::-1]  # mirrored
-    assert np.all(pair_scores(a, b, 0, flip=True) > 0.999) and np.all(pair_scores(a, b, 0, flip=False) < 0.999)
-    x, y = a[0].astype(np.float64).ravel(), a[1].astype(np.float64).ravel()
-    direct = np.corrcoef(x, y)[0, 1]
-    assert pair_scores(a[:1], a[1:2], 0, flip=False)[0] == pytest.approx(direct, abs=1e-5)
-
-
-def _direct_pair_scores(a: np.ndarray, b: np.ndarray, max_shift: int, flip: bool) -> np.ndarray:
-    """The definition, overlap by overlap: np.corrcoef of the two crops for every shift (and mirror)."""
-    out = []
-    for x, y in zip(a.astype(np.float64), b.astype(np.float64)):
-        h, w = x.shape[:2]
-        best = -1.0
-        for yy in ([y, y[:, ::-1]] if flip else [y]):
-            for dy in range(-max_shift, max_shift + 1):
-                for dx in range(-max_shift, max_shift + 1):
-                    ca = x[max(0, dy) : h + min(0, dy), max(0, dx) : w + min(0, dx)]
-                    cb = yy[max(0, -dy) : h + min(0, -dy), max(0, -dx) : w + min(0, -dx)]
-                    best = max(best, np.corrcoef(ca.ravel(), cb.ravel())[0, 1])
-        out.append(best)
-    return np.array(out)
-
-
-@pytest.mark.parametrize("shape,max_shift,flip",
-                         [((32, 32, 3), 3, True), ((20, 24, 1), 2, False), ((9, 9, 3), 4, True)])
-def test_the_fft_pair_score_equals_the_direct_correlation_over_every_overlap(shape, max_shift, flip) -> None:  # type: ignore[no-untyped-def]
-    rng = np.random.default_rng(3)
-    a = rng.integers(0, 256, (6, *shape), dtype=np.uint8)
-    b = np.roll(a, (1, -2), axis=(1, 2))
-    b[3:] = rng.integers(0, 256, (3, *shape), dtype=np.uint8)  # unrelated
-    got = pair_scores(a, b, max_shift, flip, chunk=4)
-    np.testing.assert_allclose(got, _direct_pair_scores(a, b, max_shift, flip), atol=1e-5)
-
-
 def test_bad_scope_and_config_are_refused(planted) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match="scope"):
         find_candidates(planted[0], "everything")
@@ -177,24 +141,14 @@ def test_hard_negatives_score_below_every_planted_family(planted) -> None:  # ty
     pool = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in pool_files])
     originals = np.asarray(ds.images[:300])
     idx, _ = nearest(pixel_cue(originals), pixel_cue(pool), 1)
-    negatives = similarity(pool[idx[:, 0]], originals, cfg, cfg.zooms)
+    negatives = similarity(pool[idx[:, 0]], originals, cfg.score, cfg.score.zooms)
     test0 = int(np.flatnonzero(ds.split == TEST)[0])
-    copies = similarity(np.asarray(ds.images[test0 : test0 + n_copies]), np.asarray(ds.images[truth]), cfg, cfg.zooms)
+    copies = similarity(np.asarray(ds.images[test0 : test0 + n_copies]), np.asarray(ds.images[truth]), cfg.score,
+                        cfg.score.zooms)
     bar = float(np.percentile(negatives, 95))
     assert np.median(negatives) < 0.55 and bar < 0.7, (np.median(negatives), bar)
     recall = {f: float((copies[family == f] > bar).mean()) for f in np.unique(family)}
     assert min(recall.values()) == 1.0, recall
-
-
-def test_the_pair_score_leaves_its_inputs_as_they_were() -> None:
-    rng = np.random.default_rng(4)
-    a = rng.random((3, 16, 16, 3)) * 255
-    b = rng.random((3, 16, 16, 3)) * 255
-    a0, b0 = a.copy(), b.copy()
-    pair_scores(a, b)
-    similarity(a, b, CandidateConfig(), (1.1,))
-    np.testing.assert_array_equal(a, a0)
-    np.testing.assert_array_equal(b, b0)
 
 
 def test_network_and_hash_cues_add_their_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -232,8 +186,8 @@ def test_within_pairs_are_kept_whichever_end_found_them() -> None:
     from core.datasets import load_digits
 
     ds = load_digits()
-    found = find_candidates(ds, "within", CandidateConfig(sides=(16,), flip=False, top_k=1, network=False,
-                                                          hash_radius=0, zooms=()))
+    found = find_candidates(ds, "within", CandidateConfig(sides=(16,), query_shift=0, top_k=1, network=False,
+                                                          hash_radius=0, score=PairScoreConfig(flip=False, zooms=())))
     pairs = list(zip(found.a.tolist(), found.b.tolist()))
     assert all(a < b for a, b in pairs) and len(set(pairs)) == len(pairs)
     assert np.all(ds.labels[found.a] == ds.labels[found.b])
@@ -253,7 +207,7 @@ def test_the_cached_list_is_recomputed_once_the_network_embedding_exists(monkeyp
     from core.datasets import load_digits
 
     ds = load_digits()
-    cfg = CandidateConfig(zooms=(), hash_radius=0)
+    cfg = CandidateConfig(hash_radius=0, score=PairScoreConfig(zooms=()))
     monkeypatch.setattr(cands_mod, "cached_embedding_key", lambda _ds: None)
     cached_candidates(ds, "leakage", cfg)
     misses = cache.stats.misses
@@ -262,3 +216,49 @@ def test_the_cached_list_is_recomputed_once_the_network_embedding_exists(monkeyp
     monkeypatch.setattr(cands_mod, "cached_embedding_key", lambda _ds: "embed-planted")
     cached_candidates(ds, "leakage", cfg)
     assert cache.stats.misses == misses + 1  # the network cue's input changed: computed anew
+
+
+def test_top_per_query_keeps_each_querys_best_pairs() -> None:
+    from core.candidates import top_per_query
+
+    rng = np.random.default_rng(8)
+    a = rng.integers(0, 30, 400)
+    score = rng.random(400).astype(np.float32)
+    got = set(top_per_query(a, score, 3).tolist())
+    want = {int(i) for q in np.unique(a) for i in np.flatnonzero(a == q)[np.argsort(-score[a == q], kind="stable")][:3]}
+    assert got == want
+
+
+def test_query_views_shift_and_mirror_and_shifted_moves_the_content() -> None:
+    from core.candidates import query_views, shifted
+
+    assert len(query_views(CandidateConfig(), 32)) == 10  # as it is and four shifts, each also mirrored
+    assert len(query_views(CandidateConfig(query_shift=0), 32)) == 2
+    assert len(query_views(CandidateConfig(score=PairScoreConfig(flip=False)), 32)) == 5
+    assert {v[2] for v in query_views(CandidateConfig(), 8)} == {(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)}  # scaled
+    x = np.arange(16, dtype=np.uint8).reshape(1, 4, 4, 1)
+    moved = shifted(x, 1, -1)[0, :, :, 0]
+    np.testing.assert_array_equal(moved, [[1, 2, 3, 3], [1, 2, 3, 3], [5, 6, 7, 7], [9, 10, 11, 11]])
+
+
+def test_within_a_class_the_twin_is_found_however_many_look_alikes_other_classes_hold() -> None:
+    """Within-class candidates search each class on its own: a copy in class 0 is found even when ten
+    closer look-alikes of it sit in class 1 and would fill a search over every class."""
+    from core.datasets import make_dataset
+
+    rng = np.random.default_rng(9)
+    photo = np.asarray(base_image(rng, 32))
+    others = [np.asarray(base_image(rng, 32)) for _ in range(40)]
+    twin = np.clip(photo.astype(int) + rng.integers(-12, 13, photo.shape), 0, 255).astype(np.uint8)
+    alikes = [np.clip(photo.astype(int) + rng.integers(-2, 3, photo.shape), 0, 255).astype(np.uint8) for _ in range(10)]
+    images = np.stack([photo, twin, *others[:20], *alikes, *others[20:]])
+    labels = np.array([0, 0] + [0] * 20 + [1] * 10 + [1] * 20)
+    split = np.full(len(images), TRAIN)
+    ds = make_dataset("look-alikes", images, labels, split, ("a", "b"), np.array([f"i{k}" for k in range(len(images))]))
+    cfg = CandidateConfig(query_shift=0, top_k=2, network=False, hash_radius=0, score=PairScoreConfig(zooms=()))
+    cue = pixel_cue(images, 8)
+    idx, _ = nearest(cue[:1], cue, cfg.top_k + 1)
+    assert 1 not in idx[0]  # a search over every class would not reach the twin
+    within = find_candidates(ds, "within", cfg)
+    assert (0, 1) in set(zip(within.a.tolist(), within.b.tolist()))
+    assert np.all(ds.labels[within.a] == ds.labels[within.b])

@@ -8,9 +8,10 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from core.candidates import SCOPE_TEXT, SCOPES, Candidates, align, difference_image
+from core.candidates import SCOPE_TEXT, SCOPES, Candidates
 from core.datasets import SPLIT_NAMES
 from core.judgments import LABEL_TEXT, LABELS, Judgment, JudgmentsError, JudgmentStore, pair_key
+from core.pair_score import align, difference_image
 from core.review import cleaned_test_list, judged_rows, precision, queue, training_removals
 from ui import data
 from ui.common import open_dataset, ready
