@@ -182,11 +182,16 @@ def faiss_binary() -> list[dict[str, Any]]:
 
 @section
 def candidates() -> list[dict[str, Any]]:
-    """Near-duplicate candidates for the whole dataset (leakage: every test image against every training
-    image): the pixel cues cached, the neighbours and the pair scores timed; then the precision-recall
-    of the pair score on planted CIFAR-10 copies (5 transforms x 3 strengths) against each single cue and
-    the pHash, with hard negatives (each original's closest other photo)."""
+    """Near-duplicate candidates for the whole dataset, every scope (leakage: each test image against every
+    training image; within a class; across classes), the pixel cue cached, the neighbours and the pair scores
+    timed by stage; the pair score against OpenCV's matchTemplate over the same pairs; the re-cut after a
+    minimum-score change; then the precision-recall of the pair score on planted CIFAR-10 copies (5
+    transforms x 3 strengths) against each single cue and the pHash, with hard negatives (each original's
+    closest other photo)."""
     from core.candidates import CandidateConfig, cached_pixel_cue, find_candidates
+    from core.judgments import JudgmentStore
+    from core.pair_score import score_pairs
+    from core.review import pair_selection
 
     ds = dataset()
     cfg = CandidateConfig()
@@ -195,27 +200,40 @@ def candidates() -> list[dict[str, Any]]:
         for mirrored in (False, True):
             cached_pixel_cue(ds, side, mirrored)  # the features: computed once and cached (here usually read back)
     cue_s = time.perf_counter() - t0
-    stages: dict[str, float] = {}
-    last = [time.perf_counter()]
+    rows, found = [], {}
+    for scope in ("leakage", "within", "cross"):
+        stages: dict[str, float] = {}
+        last = [time.perf_counter()]
 
-    def stage(p: Any) -> None:  # time between progress reports, summed per phase
-        now = time.perf_counter()
-        stages[p.phase] = stages.get(p.phase, 0.0) + now - last[0]
-        last[0] = now
+        def stage(p: Any, stages: dict[str, float] = stages, last: list[float] = last) -> None:
+            now = time.perf_counter()  # time between progress reports, summed per phase
+            stages[p.phase] = stages.get(p.phase, 0.0) + now - last[0]
+            last[0] = now
 
-    t0 = time.perf_counter()
-    found = find_candidates(ds, "leakage", cfg, on_progress=stage)
-    run_s = time.perf_counter() - t0
-    split = ", ".join(f"{k} {v:.1f} s" for k, v in stages.items())
-    rows = [row(f"leakage candidates, {len(ds):,} images (cues cached)", "-", None, run_s,
-                notes=f"{len(found):,} pairs scored (pixel cues, the network's embedding, pHash <= 8); by stage: "
-                      f"{split}; reading the cached pixel cues {cue_s:.1f} s",
-                command="find_candidates(ds, 'leakage')")]
-    from core.candidates import cached_candidates
-    from core.judgments import JudgmentStore
-    from core.review import pair_selection
-
-    within = cached_candidates(ds, "within")
+        run_s, found[scope] = timed(lambda scope=scope, stage=stage: find_candidates(ds, scope, cfg, on_progress=stage))
+        split = ", ".join(f"{k} {v:.1f} s" for k, v in stages.items())
+        c = found[scope]
+        rows.append(row(f"{scope} candidates, {len(ds):,} images (cue cached)", "-", None, run_s,
+                        notes=f"{len(c):,} pairs scored, {len(np.unique(c.a)):,} queries; by stage: {split}; "
+                              f"reading the cached pixel cue {cue_s:.1f} s",
+                        command=f"find_candidates(ds, {scope!r})"))
+    total = sum(r["ours_s"] for r in rows)
+    rows.append(row("all three scopes, cues and scores", "-", None, total, notes="the sum of the rows above",
+                    command="find_candidates for leakage, within and cross"))
+    leak = found["leakage"]
+    images = ds.pixels("bench")
+    n = min(3000, len(leak))
+    sample = np.random.default_rng(0).choice(len(leak), n, replace=False)
+    a, b = leak.a[sample], leak.b[sample]
+    cv_s, _ = timed(lambda: _opencv_pair_scores(np.asarray(images[a]), np.asarray(images[b]), cfg.score.scaled(
+        int(images.shape[1]))))
+    ours_s, _ = timed(lambda: score_pairs(images, a, b, cfg.score), repeat=2)
+    rows.append(row(f"pair score of {n:,} candidate pairs (image and detail, both orientations, every shift)",
+                    "OpenCV matchTemplate (TM_CCOEFF_NORMED) pair by pair", cv_s, ours_s,
+                    notes=f"ours {n / ours_s:,.0f} pairs/s, OpenCV {n / cv_s:,.0f} pairs/s; OpenCV slides the "
+                          "central crop over the other image (a fixed overlap), ours correlates every overlap",
+                    command="score_pairs(images, a, b)"))
+    within = found["within"]
     judged = JudgmentStore(ds.fingerprint).load()
     scores = iter([0.8, 0.9] * 10)
     cut_s, sel = timed(lambda: pair_selection(ds, within, judged, next(scores)), repeat=6)
@@ -226,6 +244,25 @@ def candidates() -> list[dict[str, Any]]:
     return rows
 
 
+def _opencv_pair_scores(a: np.ndarray, b: np.ndarray, shift_sigma: tuple[int, float]) -> np.ndarray:
+    """The pair score's work done with OpenCV, pair by pair: the central crop of a (shift pixels off each side)
+    slid over b and over its mirror image, for the image and for its detail (image minus Gaussian blur)."""
+    import cv2
+
+    s, sigma = shift_sigma
+    out = np.empty(len(a), np.float32)
+    for k in range(len(a)):
+        x, y = a[k].astype(np.float32), b[k].astype(np.float32)
+        dx = x - cv2.GaussianBlur(x, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+        dy = y - cv2.GaussianBlur(y, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+        best_image = best_detail = -1.0
+        for yy, dd in ((y, dy), (np.ascontiguousarray(y[:, ::-1]), np.ascontiguousarray(dy[:, ::-1]))):
+            best_image = max(best_image, float(cv2.matchTemplate(yy, x[s:-s, s:-s], cv2.TM_CCOEFF_NORMED).max()))
+            best_detail = max(best_detail, float(cv2.matchTemplate(dd, dx[s:-s, s:-s], cv2.TM_CCOEFF_NORMED).max()))
+        out[k] = (best_image + best_detail) / 2
+    return out
+
+
 def _candidate_pr() -> list[dict[str, Any]]:
     """Average precision and recall at 90% precision of each score, on planted copies and hard negatives."""
     from PIL import Image
@@ -234,8 +271,9 @@ def _candidate_pr() -> list[dict[str, Any]]:
     sys.path.insert(0, str(ROOT / "tests"))
     from test_candidates import FAMILIES, STRENGTHS, _photos  # the planted families the tests use
 
-    from core.candidates import CandidateConfig, pixel_cue, similarity
+    from core.candidates import CandidateConfig, pixel_cue
     from core.hashing import HashConfig, hash_images
+    from core.pair_score import similarity
 
     photos, source = _photos(360)
     originals = photos[:300]
@@ -261,8 +299,8 @@ def _candidate_pr() -> list[dict[str, Any]]:
     b = np.concatenate([originals[truth_a], originals])
     y = np.r_[np.ones(len(copies_a)), np.zeros(len(hard))]
     cfg = CandidateConfig()
-    scores = {"pair score (ours)": similarity(a, b, cfg, cfg.zooms)}
-    for side in cfg.sides:
+    scores = {"pair score (ours)": similarity(a, b, cfg.score, cfg.score.zooms)}
+    for side in (16, 8):
         scores[f"pixels{side} cosine"] = np.maximum((pixel_cue(a, side) * pixel_cue(b, side)).sum(1),
                                                     (pixel_cue(a, side, True) * pixel_cue(b, side)).sum(1))
     ha, hb = hash_images(a, HashConfig("phash", 8)), hash_images(b, HashConfig("phash", 8))
