@@ -23,10 +23,10 @@ SHORT = {"same": "Same photo", "near": "Near-duplicate", "similar": "Similar", "
 
 ensure_state()
 st.title("Review pairs")
-st.caption("Candidates come from exact nearest neighbours on small mean-centred pixel images (and their mirror), "
-           "ranked by a pair score: the correlation of the images and of their detail, best over shifts of up to "
-           "3 pixels, a flip and two zooms. Judge each pair: keys 1–4 judge and move on, ← and → browse, Backspace "
-           "undoes. Judgments are saved at once and never touch the images.")
+st.caption("Candidates come from exact nearest neighbours on small mean-centred pixel images (each query also "
+           "shifted and mirrored), ranked by a pair score: the correlation of the images and of their detail, best "
+           "over shifts of up to 3 pixels, a flip, re-crops and stretches. Judge each pair: keys 1–4 judge and move "
+           "on, ← and → browse, Backspace undoes. Judgments are saved at once and never touch the images.")
 ds = open_dataset()
 if not ds.in_memory:
     st.info("Reviewing pairs needs every image decoded on this machine, and this Ray result folder reads its images "
