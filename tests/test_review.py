@@ -223,3 +223,30 @@ def test_accepted_equals_the_rule_pair_by_pair(tmp_path: Path) -> None:
                 or j is None and cands.score[r] >= 0.6]
     got = accepted(cands, judged, 0.6)
     assert list(zip(got.a.tolist(), got.b.tolist())) == [(int(a[r]), int(b[r])) for r in expected]
+
+
+def test_home_shows_the_near_duplicates_pages_figures_when_the_pair_score_is_the_method(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One source of truth: Home's within-class and leakage figures are the Near-duplicates page's, judged
+    pairs included, whenever that page's method is the pair score."""
+    from core.candidates import cached_candidates
+    from core.datasets import load_digits
+
+    monkeypatch.setenv("REDEX_JUDGMENTS_DIR", str(tmp_path))
+    ds = load_digits()
+    top = cached_candidates(ds, "within")
+    state = {"dup_method": "pair score", "min_score": float(top.score[0]) - 1e-6}
+    pages = {}
+    for name in ("near_duplicates", "home"):
+        pages[name] = AppTest.from_file(str(ROOT / "views" / f"{name}.py"), default_timeout=300)
+        for k, v in state.items():
+            pages[name].session_state[k] = v
+        pages[name].run()
+        assert not pages[name].exception, [e.value for e in pages[name].exception]
+    home = {m.label: m.value for m in pages["home"].metric}
+    near = {m.label: m.value for m in pages["near_duplicates"].metric}
+    label = f"Near-duplicates (pair score ≥ {state['min_score']:.2f})"
+    assert home[label] == f"{near['Images removed']} removed" == "1 removed"
+    JudgmentStore(ds.fingerprint).judge(int(top.a[0]), int(top.b[0]), "different", "within")
+    pages["home"].run()
+    assert {m.label: m.value for m in pages["home"].metric}[label] == "0 removed"

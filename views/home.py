@@ -11,7 +11,7 @@ from core.embedding import MODELS, missing_embeddings
 from core.hashing import METHODS
 from core.result_folder import job_summary
 from ui.common import current_hash_selection, current_semantic_selection, open_dataset
-from ui.pairs import leaked_images
+from ui.pairs import current_pair_selection, leaked_images
 from ui.state import ensure_state, resolve_dup_method
 
 ensure_state()
@@ -51,26 +51,33 @@ if ds.precomputed is not None:
                "from the source only when a page shows them.")
 st.subheader("What the current settings remove")
 h = st.columns(3)
-with h[0]:
-    hashed = current_hash_selection(ds)
-if hashed is not None:
-    index, hash_sel = hashed
-    radius = clamp_radius(st.session_state["radius"], index)
-    leaked = leaked_test_images(index, radius, ds.split)
-    h[0].metric(f"Near-duplicates ({index.config.label}, ≤ {radius} bits)",
-                f"{len(hash_sel.removed):,} removed", f"-{100 * (1 - hash_sel.kept_fraction):.1f}% of train",
-                delta_color="off")
-    if resolve_dup_method(min(ds.image_shape[:2])) == "hash" or not ds.in_memory:
-        h[2].metric(f"Train/test leakage (≤ {radius} bits)", f"{len(leaked):,} test images",
-                    f"{100 * len(leaked) / max(1, int((ds.split == TEST).sum())):.1f}% of test", delta_color="off")
-if resolve_dup_method(min(ds.image_shape[:2])) == "pair score" and ds.in_memory:
+pairs = resolve_dup_method(min(ds.image_shape[:2])) == "pair score" and ds.in_memory
+min_score = float(st.session_state["min_score"])
+if pairs:  # the Near-duplicates page's method: its within-class groups and its leakage, judged pairs as judged
+    with h[0]:
+        pair_sel = current_pair_selection(ds)
+    if pair_sel is not None:
+        h[0].metric(f"Near-duplicates (pair score ≥ {min_score:.2f})", f"{len(pair_sel.removed):,} removed",
+                    f"-{100 * (1 - pair_sel.kept_fraction):.1f}% of train", delta_color="off",
+                    help="Within a class; judged pairs count as judged (Review pairs page)")
     with h[2]:
         leaked_pairs = leaked_images(ds)
     if leaked_pairs is not None:
-        h[2].metric(f"Train/test leakage (pair score ≥ {float(st.session_state['min_score']):.2f})",
-                    f"{len(leaked_pairs):,} test images",
+        h[2].metric(f"Train/test leakage (pair score ≥ {min_score:.2f})", f"{len(leaked_pairs):,} test images",
                     f"{100 * len(leaked_pairs) / max(1, int((ds.split == TEST).sum())):.1f}% of test",
                     delta_color="off", help="Judged pairs count as judged; review them on the Review pairs page")
+else:
+    with h[0]:
+        hashed = current_hash_selection(ds)
+    if hashed is not None:
+        index, hash_sel = hashed
+        radius = clamp_radius(st.session_state["radius"], index)
+        leaked = leaked_test_images(index, radius, ds.split)
+        h[0].metric(f"Near-duplicates ({index.config.label}, ≤ {radius} bits)",
+                    f"{len(hash_sel.removed):,} removed", f"-{100 * (1 - hash_sel.kept_fraction):.1f}% of train",
+                    delta_color="off")
+        h[2].metric(f"Train/test leakage (≤ {radius} bits)", f"{len(leaked):,} test images",
+                    f"{100 * len(leaked) / max(1, int((ds.split == TEST).sum())):.1f}% of test", delta_color="off")
 if missing_embeddings(ds):
     h[1].metric("Semantic redundancy", "no embeddings", help=missing_embeddings(ds))
 else:
