@@ -244,15 +244,17 @@ def candidates() -> list[dict[str, Any]]:
     return rows
 
 
-def _opencv_pair_scores(a: np.ndarray, b: np.ndarray, shift_sigma: tuple[int, float]) -> np.ndarray:
-    """The pair score's work done with OpenCV, pair by pair: the central crop of a (shift pixels off each side)
-    slid over b and over its mirror image, for the image and for its detail (image minus Gaussian blur)."""
+def _opencv_pair_scores(a: np.ndarray, b: np.ndarray, scaled: tuple[int, float, float]) -> np.ndarray:
+    """The pair score's work done with OpenCV, pair by pair: both images smoothed, the central crop of a (shift
+    pixels off each side) slid over b and over its mirror image, for the image and for its detail (image minus
+    Gaussian blur)."""
     import cv2
 
-    s, sigma = shift_sigma
+    s, sigma, smooth = scaled
     out = np.empty(len(a), np.float32)
     for k in range(len(a)):
-        x, y = a[k].astype(np.float32), b[k].astype(np.float32)
+        x = cv2.GaussianBlur(a[k].astype(np.float32), (0, 0), smooth, borderType=cv2.BORDER_REFLECT)
+        y = cv2.GaussianBlur(b[k].astype(np.float32), (0, 0), smooth, borderType=cv2.BORDER_REFLECT)
         dx = x - cv2.GaussianBlur(x, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
         dy = y - cv2.GaussianBlur(y, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
         best_image = best_detail = -1.0

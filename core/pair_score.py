@@ -1,23 +1,28 @@
 """The pair score: how surely two images are the same photo, tolerant of the edits people still call "the same".
 
-For a pair (a, b) it is the mean of two normalised correlations, each the best over translations of
-b by up to `max_shift` pixels (on the overlap, all channels together) and over b's mirror image: one
-of the images themselves, one of their detail (the image minus its Gaussian blur, sigma
-`detail_sigma`). `zooms` also compares a centre crop of either image, scaled back up (a re-crop or a stretch).
-A shifted, flipped, re-encoded, re-cropped or recoloured copy keeps a score near 1; a different
-photo with a similar layout (a plain sky, a ship on the sea) drops, because its details do not line up.
+For a pair (a, b) both images are first smoothed a little (Gaussian, sigma `smooth_sigma`: JPEG noise
+and resampling, which differ between two copies of one photo, then weigh less). The score is the mean
+of two normalised correlations, each the best over translations of b by up to `max_shift` pixels (on
+the overlap, all channels together) and over b's mirror image: one of the images themselves, one of
+their detail (the image minus its Gaussian blur, sigma `detail_sigma`: edges and texture without the
+smooth background). `zooms` also compares a centre crop of either image, scaled back up (a re-crop
+or a stretch). A shifted, flipped, re-encoded, re-cropped, stretched or recoloured copy keeps a
+score near 1; a different photo with a similar layout (a plain sky, a ship on the sea) drops,
+because its details do not line up.
 
-Why this calibration: on 400 pairs of the CIFAR-10 leakage list judged by eye, the area under the
-ROC curve of duplicate against not was 0.82 for the image correlation alone and 0.95 for the mean
-with the detail correlation; on planted copies (tests/test_candidates.py) the detail term alone
-fails re-crops (0.29 at 3 px), which the image term and the zooms keep above 0.85.
+Why this calibration: on 1,278 pairs of the CIFAR-10 leakage list judged by eye
+(docs/cifar10-leakage-judged.csv), the area under the ROC curve of duplicate against not is 0.57
+for the image correlation alone, 0.70 with the detail term, 0.88 with the eight zooms below and 0.90
+with the smoothing (docs/NEAR_DUPLICATES.md). On planted copies (tests/test_candidates.py) the
+detail term alone fails re-crops, which the image term and the zooms keep high.
 
-How it is computed: every shift at once, by FFT. Each image is transformed once per batch however
-many pairs it is in (a test image is the query of a dozen candidate pairs); the mirror image's
-spectrum is derived from the image's own (conjugate symmetry of a real signal, plus a phase ramp),
-and the overlap's sums come from per-image sums over row and column masks (two small matrix
-products). It runs in torch, on the GPU when there is one (core.device), in float32 with the sums
-in float64, and equals `np.corrcoef` overlap by overlap to 1e-5 (tests/test_pair_score.py).
+How it is computed: every shift at once, through the spectra. Each image is transformed once per
+batch however many pairs it is in (a test image is the query of a dozen candidate pairs); the
+mirror image's spectrum is derived from the image's own (conjugate symmetry of a real signal, plus
+a phase ramp); the 49 lags are read off the cross-power spectrum by two small matrix products; the
+overlap's sums come from per-image sums over row and column masks. It runs in torch, on the GPU
+when there is one (core.device), in float32 with the sums in float64, and equals `np.corrcoef`
+overlap by overlap to 1e-5 (tests/test_pair_score.py).
 """
 
 from __future__ import annotations
@@ -42,27 +47,29 @@ def _valid(z: Zoom) -> bool:
 
 @dataclass(frozen=True)
 class PairScoreConfig:
-    """The pair score's search: shifts in pixels and the detail's blur for 32-pixel images (other sizes
-    in proportion, see `scaled`), the mirror image, and the zooms of the re-crop check."""
+    """The pair score's search: shifts in pixels, the smoothing and the detail's blur for 32-pixel images
+    (other sizes in proportion, see `scaled`), the mirror image, and the zooms of the re-crop check."""
 
     max_shift: int = 3
     flip: bool = True
     detail_sigma: float = 2.0
+    smooth_sigma: float = 0.75  # 0: none
     # (vertical, horizontal) zoom factors: four plain re-crops and four stretches (CIFAR-10's duplicates include
-    # both; on 1,066 judged leakage pairs the ROC AUC is 0.74 unzoomed, 0.89 with six plain zooms, 0.90 with these)
+    # both; on 1,278 judged leakage pairs the ROC AUC is 0.70 unzoomed, 0.84 with six plain zooms, 0.88 with these)
     zooms: tuple[Zoom, ...] = ((1.07, 1.07), (1.15, 1.15), (1.25, 1.25), (1.4, 1.4),
                                (1.0, 1.1), (1.1, 1.0), (1.0, 1.2), (1.2, 1.0))
 
     def __post_init__(self) -> None:
-        if self.max_shift < 0 or self.detail_sigma <= 0 or not all(_valid(z) for z in self.zooms):
-            raise ValueError("max_shift must be at least 0, detail_sigma positive, and every zoom a pair of factors "
-                             "(vertical, horizontal), each at least 1 and one above 1")
+        if (self.max_shift < 0 or self.detail_sigma <= 0 or self.smooth_sigma < 0
+                or not all(_valid(z) for z in self.zooms)):
+            raise ValueError("max_shift and smooth_sigma must be at least 0, detail_sigma positive, and every zoom a "
+                             "pair of factors (vertical, horizontal), each at least 1 and one above 1")
 
-    def scaled(self, side: int) -> tuple[int, float]:
-        """max_shift and detail_sigma for images of this side (a 3-pixel shift on an 8-pixel digit would
-        compare halves of different images)."""
+    def scaled(self, side: int) -> tuple[int, float, float]:
+        """max_shift, detail_sigma and smooth_sigma for images of this side (a 3-pixel shift on an 8-pixel
+        digit would compare halves of different images)."""
         shift = max(1, round(self.max_shift * side / 32)) if self.max_shift else 0
-        return shift, self.detail_sigma * side / 32
+        return shift, self.detail_sigma * side / 32, self.smooth_sigma * side / 32
 
 
 def _blur_matrix(n: int, sigma: float) -> NDArray[np.float64]:
@@ -176,9 +183,11 @@ class _Scorer:
     def __init__(self, x: torch.Tensor, cfg: PairScoreConfig) -> None:
         """x: (U, C, h, w) float32, channels first."""
         self.pixels, self.cfg = x, cfg
-        x = x - x.mean(dim=(1, 2, 3), keepdim=True)
         self.shape = (int(x.shape[1]), int(x.shape[2]), int(x.shape[3]))
-        self.shift, sigma = cfg.scaled(min(self.shape[1:]))
+        self.shift, sigma, smooth = cfg.scaled(min(self.shape[1:]))
+        if smooth > 0:
+            x = _gaussian_blur(x, smooth)
+        x = x - x.mean(dim=(1, 2, 3), keepdim=True)
         fine = x - _gaussian_blur(x, sigma)
         fine = fine - fine.mean(dim=(1, 2, 3), keepdim=True)
         self.image, self.detail = _prepare(x, self.shift, cfg.flip), _prepare(fine, self.shift, cfg.flip)
@@ -273,6 +282,7 @@ def detail(images: NDArray[Any], sigma: float) -> NDArray[np.float32]:
     """Each image minus its Gaussian blur: edges and texture, without the smooth background (float32)."""
     x = torch.as_tensor(np.array(images, np.float32)).permute(0, 3, 1, 2)
     return (x - _gaussian_blur(x, sigma)).permute(0, 2, 3, 1).contiguous().numpy()
+
 
 
 @dataclass(frozen=True)

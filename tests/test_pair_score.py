@@ -80,9 +80,11 @@ def test_pairs_by_index_score_as_the_definition_whatever_the_chunk() -> None:
     a = np.array([0, 0, 0, 1, 1, 2, 3, 4, 5, 5, 0, 7], np.int64)
     b = np.array([6, 7, 8, 7, 2, 8, 9, 10, 11, 3, 11, 1], np.int64)
     cfg = PairScoreConfig()
-    shift, sigma = cfg.scaled(32)
+    shift, sigma, smooth = cfg.scaled(32)
 
     def definition(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        x, y = gaussian_filter(x.astype(np.float64), (0, smooth, smooth, 0)), gaussian_filter(
+            y.astype(np.float64), (0, smooth, smooth, 0))
         return (_direct_pair_scores(x, y, shift, True)
                 + _direct_pair_scores(detail(x, sigma), detail(y, sigma), shift, True)) / 2
 
