@@ -39,8 +39,8 @@ from core.types import Images, ProgressFn, report
 SCOPES = ("leakage", "within", "cross")
 SCOPE_TEXT = {"leakage": "Train/test leakage", "within": "Within a class", "cross": "Across classes (label conflicts)"}
 # 3: detail, zooms; 4: scaled to the size; 5: network, hash cues; 6: credit the best cue; 7: shifted query views,
-# within-class search per class
-CANDIDATES_VERSION = 7
+# within-class search per class; 8: the network's pairs cached on their own
+CANDIDATES_VERSION = 8
 
 
 @dataclass(frozen=True)
@@ -200,23 +200,24 @@ def _hash_pairs(ds: Dataset, scope: str, radius: int, on_progress: ProgressFn | 
     return i.astype(np.int64), j.astype(np.int64), (1 - d / 64).astype(np.float32)
 
 
-def find_candidates(ds: Dataset, scope: str = "leakage", cfg: CandidateConfig = CandidateConfig(), *,
-                    on_progress: ProgressFn | None = None) -> Candidates:
-    """Candidate pairs of one scope, best pair score first.
+Found = tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32], NDArray[np.str_]]  # a, b, similarity, cue
 
-    leakage: each test image and its top_k nearest training images per view; within: training pairs
-    of one class; cross: training pairs of two classes (the same photo under two labels).
-    """
-    if scope not in SCOPES:
-        raise ValueError(f"unknown scope {scope!r}: must be one of {', '.join(SCOPES)}")
-    images = ds.pixels("the pair score")
+
+def _neighbours(queries: NDArray[np.int64], pool: NDArray[np.int64], query: NDArray[np.float32],
+                base: NDArray[np.float32], k: int, cue: str) -> Found:
+    idx, sims = nearest(query, base, k)
+    return (np.repeat(queries, idx.shape[1]), pool[idx.reshape(-1)], sims.reshape(-1), np.full(idx.size, cue))
+
+
+def _cue_pairs(ds: Dataset, scope: str, cfg: CandidateConfig, on_progress: ProgressFn | None) -> list[Found]:
+    """The pixel views' neighbours and the pHash pairs of one scope."""
+    images = ds.pixels("the pixel cue")
     k = cfg.top_k if scope == "leakage" else cfg.top_k + 1  # within train, the first neighbour is the image itself
-    found_a, found_b, found_sim, found_cue = [], [], [], []
-    searches = _searches(ds, scope)
+    found = []
     views = query_views(cfg, min(ds.image_shape[:2]))
     for n_done, (side, mirrored, shift) in enumerate(views):
         base = cached_pixel_cue(ds, side, False, on_progress)
-        for queries, pool in searches:
+        for queries, pool in _searches(ds, scope):
             if (mirrored, shift) == (False, (0, 0)):
                 query = base[queries]
             elif shift == (0, 0):
@@ -224,63 +225,114 @@ def find_candidates(ds: Dataset, scope: str = "leakage", cfg: CandidateConfig = 
             else:
                 query = np.concatenate([pixel_cue(np.asarray(images[queries[lo : lo + 8192]]), side, mirrored, shift)
                                         for lo in range(0, len(queries), 8192)])
-            idx, sims = nearest(query, base[pool], k)
-            found_a.append(np.repeat(queries, idx.shape[1]))
-            found_b.append(pool[idx.reshape(-1)])
-            found_sim.append(sims.reshape(-1))
-            found_cue.append(np.full(idx.size, view_name(side, mirrored, shift)))
+            found.append(_neighbours(queries, pool, query, base[pool], k, view_name(side, mirrored, shift)))
         report(on_progress, "neighbours", n_done + 1, len(views))
-    emb = cached_embedding(ds) if cfg.network else None
-    if emb is not None:  # the penultimate layer of the network trained on the data (cosine: the vectors are L2-normal)
-        for queries, pool in searches:
-            idx, sims = nearest(emb.vectors[queries], emb.vectors[pool], k)
-            found_a.append(np.repeat(queries, idx.shape[1]))
-            found_b.append(pool[idx.reshape(-1)])
-            found_sim.append(sims.reshape(-1))
-            found_cue.append(np.full(idx.size, "network"))
     if cfg.hash_radius > 0:
         ha, hb, hsim = _hash_pairs(ds, scope, cfg.hash_radius, on_progress)
-        found_a.append(ha)
-        found_b.append(hb)
-        found_sim.append(hsim)
-        found_cue.append(np.full(len(ha), f"phash<={cfg.hash_radius}"))
-    a, b = np.concatenate(found_a), np.concatenate(found_b)
-    sim, cue = np.concatenate(found_sim), np.concatenate(found_cue)
+        found.append((ha, hb, hsim, np.full(len(ha), f"phash<={cfg.hash_radius}")))
+    return found
+
+
+def _network_pairs(ds: Dataset, scope: str, cfg: CandidateConfig, vectors: NDArray[np.float32]) -> list[Found]:
+    """Neighbours in the penultimate layer of the network trained on the data (cosine: the vectors are L2-normal)."""
+    k = cfg.top_k if scope == "leakage" else cfg.top_k + 1
+    return [_neighbours(queries, pool, vectors[queries], vectors[pool], k, "network")
+            for queries, pool in _searches(ds, scope)]
+
+
+def _scored(ds: Dataset, scope: str, cfg: CandidateConfig, found: list[Found], on_progress: ProgressFn | None,
+            leave_out: Candidates | None = None, phase: str = "pair score") -> Candidates:
+    """The distinct pairs of `found` that belong to the scope (and are not in `leave_out`), each credited to the
+    cue that saw it most similar, with their pair score (a query's best pairs also at the zooms), best first."""
+    if not found:
+        return _empty(scope)
+    a, b = np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
+    sim, cue = np.concatenate([f[2] for f in found]), np.concatenate([f[3] for f in found])
     if scope != "leakage":  # a training pair found from either end is one pair, smaller index first
         a, b = np.minimum(a, b), np.maximum(a, b)
     by_sim = np.argsort(-sim, kind="stable")  # each pair once, credited to the cue that saw it most similar
     a, b, sim, cue = a[by_sim], b[by_sim], sim[by_sim], cue[by_sim]
-    _, first = np.unique(np.stack([a, b], axis=1), axis=0, return_index=True)
+    _, first = np.unique(a * len(ds) + b, return_index=True)
     first = np.sort(first)
     a, b, sim, cue = a[first], b[first], sim[first], cue[first]
     keep = a != b
     if scope != "leakage":
         same = ds.labels[a] == ds.labels[b]
         keep &= same if scope == "within" else ~same
+    if leave_out is not None and len(leave_out):
+        keep &= ~np.isin(a * len(ds) + b, leave_out.a * len(ds) + leave_out.b)
     a, b, sim, cue = a[keep], b[keep], sim[keep], cue[keep]
-    score = score_pairs(images, a, b, cfg.score, on_progress=on_progress)
+    images = ds.pixels("the pair score")
+    score = score_pairs(images, a, b, cfg.score, on_progress=on_progress, phase=phase)
     if cfg.score.zooms and cfg.zoomed_per_query:  # a query's best pairs at the zooms: a re-crop scores low unzoomed
         best = top_per_query(a, score, cfg.zoomed_per_query)
         zoomed = score_pairs(images, a[best], b[best], cfg.score, cfg.score.zooms, on_progress=on_progress,
-                             phase="pair score at the zooms")
+                             phase=f"{phase} at the zooms")
         score[best] = np.maximum(score[best], zoomed)
     order = np.lexsort((-sim, -score))
     return Candidates(scope, a[order], b[order], sim[order], score[order], cue[order])
 
 
+def _empty(scope: str) -> Candidates:
+    none = np.zeros(0, np.int64)
+    return Candidates(scope, none, none, np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros(0, "<U1"))
+
+
+def _merged(first: Candidates, more: Candidates) -> Candidates:
+    """Two lists of distinct pairs as one, best first."""
+    both = Candidates(first.scope, np.concatenate([first.a, more.a]), np.concatenate([first.b, more.b]),
+                      np.concatenate([first.cue_similarity, more.cue_similarity]),
+                      np.concatenate([first.score, more.score]), np.concatenate([first.cue, more.cue]))
+    return both.subset(np.lexsort((-both.cue_similarity, -both.score)))
+
+
+def find_candidates(ds: Dataset, scope: str = "leakage", cfg: CandidateConfig = CandidateConfig(), *,
+                    on_progress: ProgressFn | None = None) -> Candidates:
+    """Candidate pairs of one scope, best pair score first.
+
+    leakage: each test image and its top_k nearest training images per view; within: training pairs
+    of one class; cross: training pairs of two classes (the same photo under two labels). The pairs of
+    the pixel views and the hashes come first; the network's embedding, when on disk, adds the pairs they
+    did not find (so a network trained later adds its pairs without the others being scored again).
+    """
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}: must be one of {', '.join(SCOPES)}")
+    cues = _scored(ds, scope, cfg, _cue_pairs(ds, scope, cfg, on_progress), on_progress)
+    emb = cached_embedding(ds) if cfg.network else None
+    if emb is None:
+        return cues
+    return _merged(cues, _scored(ds, scope, cfg, _network_pairs(ds, scope, cfg, emb.vectors), on_progress, cues,
+                                 "network cue: pair score"))
+
+
+def _arrays(c: Candidates) -> dict[str, NDArray[Any]]:
+    return {"a": c.a, "b": c.b, "cue_similarity": c.cue_similarity, "score": c.score, "cue": c.cue}
+
+
+def _from_arrays(scope: str, r: dict[str, NDArray[Any]]) -> Candidates:
+    return Candidates(scope, r["a"], r["b"], r["cue_similarity"], r["score"], r["cue"])
+
+
 def cached_candidates(ds: Dataset, scope: str = "leakage", cfg: CandidateConfig = CandidateConfig(), *,
                       on_progress: ProgressFn | None = None, every_match: bool = False) -> Candidates:
-    """find_candidates, cached by the dataset's fingerprint, the scope and the config.
+    """find_candidates, cached in two parts by the dataset's fingerprint, the scope and the config: the pixel
+    views' and hashes' pairs, and the pairs the network's embedding adds (keyed by that embedding as well),
+    so that a network trained later costs only its own pairs.
 
     The leakage list holds each test image once, with its best training match, unless every_match."""
-    network = cached_embedding_key(ds) if cfg.network else None  # the network cue's input takes part in the key
-    key = cache.make_key("candidates", {"scope": scope, "cfg": cfg, "version": CANDIDATES_VERSION, "network": network},
-                         ds.fingerprint)
-
-    def compute() -> dict[str, NDArray[Any]]:
-        c = find_candidates(ds, scope, cfg, on_progress=on_progress)
-        return {"a": c.a, "b": c.b, "cue_similarity": c.cue_similarity, "score": c.score, "cue": c.cue}
-
-    r = cache.cached_arrays(key, compute)
-    found = Candidates(scope, r["a"], r["b"], r["cue_similarity"], r["score"], r["cue"])
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}: must be one of {', '.join(SCOPES)}")
+    params = {"scope": scope, "cfg": cfg, "version": CANDIDATES_VERSION}
+    key = cache.make_key("candidates", params, ds.fingerprint)
+    cues = _from_arrays(scope, cache.cached_arrays(key, lambda: _arrays(
+        _scored(ds, scope, cfg, _cue_pairs(ds, scope, cfg, on_progress), on_progress))))
+    found = cues
+    network = cached_embedding_key(ds) if cfg.network else None
+    emb = cached_embedding(ds) if network is not None else None
+    if emb is not None:  # the network cue's input takes part in its key
+        key = cache.make_key("candidates-network", {**params, "network": network}, ds.fingerprint)
+        more = _from_arrays(scope, cache.cached_arrays(key, lambda: _arrays(_scored(
+            ds, scope, cfg, _network_pairs(ds, scope, cfg, emb.vectors), on_progress, cues,
+            "network cue: pair score"))))
+        found = _merged(cues, more)
     return found.best_per_query() if scope == "leakage" and not every_match else found

@@ -200,22 +200,40 @@ def test_within_pairs_are_kept_whichever_end_found_them() -> None:
             assert (min(q, m), max(q, m)) in set(pairs)
 
 
-def test_the_cached_list_is_recomputed_once_the_network_embedding_exists(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_network_embedding_that_arrives_later_adds_its_pairs_without_rescoring_the_others(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pixel views' and hashes' pairs are cached on their own: once an embedding is on disk only the pairs it
+    adds are scored (one new cache entry, keyed by that embedding), and the list equals find_candidates'."""
     import core.candidates as cands_mod
     from core import cache
     from core.candidates import cached_candidates
     from core.datasets import load_digits
+    from core.embedding import Embeddings
 
     ds = load_digits()
     cfg = CandidateConfig(hash_radius=0, score=PairScoreConfig(zooms=()))
     monkeypatch.setattr(cands_mod, "cached_embedding_key", lambda _ds: None)
-    cached_candidates(ds, "leakage", cfg)
+    monkeypatch.setattr(cands_mod, "cached_embedding", lambda _ds: None)
+    before = cached_candidates(ds, "leakage", cfg, every_match=True)
     misses = cache.stats.misses
     cached_candidates(ds, "leakage", cfg)
     assert cache.stats.misses == misses  # read back
+    rng = np.random.default_rng(10)
+    train, test = np.flatnonzero(ds.split == TRAIN), np.flatnonzero(ds.split == TEST)
+    vectors = rng.normal(size=(len(ds), 16)).astype(np.float32)
+    vectors[test] = vectors[rng.choice(train, len(test))]  # each test image sits on a random training image
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    planted = Embeddings(vectors, {}, "embed-planted")
     monkeypatch.setattr(cands_mod, "cached_embedding_key", lambda _ds: "embed-planted")
-    cached_candidates(ds, "leakage", cfg)
-    assert cache.stats.misses == misses + 1  # the network cue's input changed: computed anew
+    monkeypatch.setattr(cands_mod, "cached_embedding", lambda _ds: planted)
+    after = cached_candidates(ds, "leakage", cfg, every_match=True)
+    assert cache.stats.misses == misses + 1  # only the network's own pairs were computed
+    assert len(after) > len(before) and "network" in set(after.cue.tolist())
+    old = set(zip(before.a.tolist(), before.b.tolist()))
+    assert old <= set(zip(after.a.tolist(), after.b.tolist()))
+    direct = find_candidates(ds, "leakage", cfg)
+    assert sorted(zip(direct.a.tolist(), direct.b.tolist())) == sorted(zip(after.a.tolist(), after.b.tolist()))
+    np.testing.assert_allclose(np.sort(direct.score), np.sort(after.score), atol=1e-6)
 
 
 def test_top_per_query_keeps_each_querys_best_pairs() -> None:
