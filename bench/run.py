@@ -189,6 +189,7 @@ def candidates() -> list[dict[str, Any]]:
     transforms x 3 strengths) against each single cue and the pHash, with hard negatives (each original's
     closest other photo)."""
     from core.candidates import CandidateConfig, cached_pixel_cue, find_candidates
+    from core.embedding import cached_embedding_key
     from core.judgments import JudgmentStore
     from core.pair_score import score_pairs
     from core.review import pair_selection
@@ -201,6 +202,8 @@ def candidates() -> list[dict[str, Any]]:
             cached_pixel_cue(ds, side, mirrored)  # the features: computed once and cached (here usually read back)
     cue_s = time.perf_counter() - t0
     rows, found = [], {}
+    network = "the network's embedding on disk, its pairs included" if cached_embedding_key(ds) else \
+        "no network embedding on disk"
     for scope in ("leakage", "within", "cross"):
         stages: dict[str, float] = {}
         last = [time.perf_counter()]
@@ -214,8 +217,8 @@ def candidates() -> list[dict[str, Any]]:
         split = ", ".join(f"{k} {v:.1f} s" for k, v in stages.items())
         c = found[scope]
         rows.append(row(f"{scope} candidates, {len(ds):,} images (cue cached)", "-", None, run_s,
-                        notes=f"{len(c):,} pairs scored, {len(np.unique(c.a)):,} queries; by stage: {split}; "
-                              f"reading the cached pixel cue {cue_s:.1f} s",
+                        notes=f"{len(c):,} pairs scored, {len(np.unique(c.a)):,} queries; {network}; by stage: "
+                              f"{split}; reading the cached pixel cue {cue_s:.1f} s",
                         command=f"find_candidates(ds, {scope!r})"))
     total = sum(r["ours_s"] for r in rows)
     rows.append(row("all three scopes, cues and scores", "-", None, total, notes="the sum of the rows above",

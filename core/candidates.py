@@ -11,12 +11,15 @@ candidates by nearest neighbours and judge each pair; this module does the first
    without the shifts put the true twin among a query's 5 nearest for 94% of them, with them 98.5%.
    Exact top-k neighbours per view by inner product with FAISS (IndexFlatIP, in chunks: memory
    stays bounded); within a class, queries search their own class only.
-2. Two more cues add their pairs: the trained network's embedding (its penultimate layer), when it
-   is on disk already, and every pHash pair within `hash_radius` bits.
+2. Every pHash pair within `hash_radius` bits adds its pairs (nothing the hash method finds is lost).
 3. Every pair gets the pair score (core.pair_score): shifts, a flip and the image's detail; each
-   query's best pair is also compared at the zooms, which catches re-crops.
+   query's best pairs are also compared at the zooms, which catch re-crops and stretches.
+4. The trained network's embedding (its penultimate layer), when it is on disk already, adds the
+   pairs the other cues did not find, scored the same way and cached on their own: a network
+   trained later costs only its own pairs.
 
-Each candidate says which cue saw it most similar, and its score; the lists are sorted best first.
+Each candidate says which cue saw it most similar (among the pixel views and the hashes, or the
+network for the pairs only it found), and its score; the lists are sorted best first.
 """
 
 from __future__ import annotations
