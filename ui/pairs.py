@@ -89,7 +89,7 @@ def pair_results(ds: Dataset, found: dict[str, Candidates | None]) -> None:
     judged = judgments(ds)
     st.slider("Minimum pair score", 0.5, 1.0, key="min_score", step=0.01,
               help="Unjudged pairs at or above it count as duplicates (of the CIFAR-10 test images whose best pair "
-                   "reaches 0.9, 97% are judged duplicates; at 0.85, 90%).")
+                   "reaches 0.9, 97% are judged duplicates; at 0.85, 89%).")
     min_score = float(st.session_state["min_score"])
     sel = None if found["within"] is None else pair_selection(ds, found["within"], judged, min_score)
     take = {scope: None if c is None else accepted(c, judged, min_score) for scope, c in found.items()}
