@@ -215,9 +215,11 @@ def candidates() -> list[dict[str, Any]]:
 
         run_s, found[scope] = timed(lambda scope=scope, stage=stage: find_candidates(ds, scope, cfg, on_progress=stage))
         split = ", ".join(f"{k} {v:.1f} s" for k, v in stages.items())
+        own = sum(v for k, v in stages.items() if k.startswith("network"))
         c = found[scope]
         rows.append(row(f"{scope} candidates, {len(ds):,} images (cue cached)", "-", None, run_s,
-                        notes=f"{len(c):,} pairs scored, {len(np.unique(c.a)):,} queries; {network}; by stage: "
+                        notes=f"{len(c):,} pairs scored, {len(np.unique(c.a)):,} queries; {network}"
+                              + (f" (without them {run_s - own:.1f} s)" if own else "") + f"; by stage: "
                               f"{split}; reading the cached pixel cue {cue_s:.1f} s",
                         command=f"find_candidates(ds, {scope!r})"))
     total = sum(r["ours_s"] for r in rows)
