@@ -24,7 +24,7 @@ network for the pairs only it found), and its score; the lists are sorted best f
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -325,7 +325,8 @@ def cached_candidates(ds: Dataset, scope: str = "leakage", cfg: CandidateConfig 
     The leakage list holds each test image once, with its best training match, unless every_match."""
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}: must be one of {', '.join(SCOPES)}")
-    params = {"scope": scope, "cfg": cfg, "version": CANDIDATES_VERSION}
+    # the cues' part is the same with the network cue or without it: one key for both
+    params = {"scope": scope, "cfg": replace(cfg, network=False), "version": CANDIDATES_VERSION}
     key = cache.make_key("candidates", params, ds.fingerprint)
     cues = _from_arrays(scope, cache.cached_arrays(key, lambda: _arrays(
         _scored(ds, scope, cfg, _cue_pairs(ds, scope, cfg, on_progress), on_progress))))
