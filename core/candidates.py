@@ -206,6 +206,11 @@ def _hash_pairs(ds: Dataset, scope: str, radius: int, on_progress: ProgressFn | 
 Found = tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32], NDArray[np.str_]]  # a, b, similarity, cue
 
 
+def _k(cfg: CandidateConfig, scope: str) -> int:
+    """Neighbours asked per query: within train the first one is the image itself."""
+    return cfg.top_k if scope == "leakage" else cfg.top_k + 1
+
+
 def _neighbours(queries: NDArray[np.int64], pool: NDArray[np.int64], query: NDArray[np.float32],
                 base: NDArray[np.float32], k: int, cue: str) -> Found:
     idx, sims = nearest(query, base, k)
@@ -215,16 +220,16 @@ def _neighbours(queries: NDArray[np.int64], pool: NDArray[np.int64], query: NDAr
 def _cue_pairs(ds: Dataset, scope: str, cfg: CandidateConfig, on_progress: ProgressFn | None) -> list[Found]:
     """The pixel views' neighbours and the pHash pairs of one scope."""
     images = ds.pixels("the pixel cue")
-    k = cfg.top_k if scope == "leakage" else cfg.top_k + 1  # within train, the first neighbour is the image itself
-    found = []
+    k, found = _k(cfg, scope), []
     views = query_views(cfg, min(ds.image_shape[:2]))
     for n_done, (side, mirrored, shift) in enumerate(views):
-        base = cached_pixel_cue(ds, side, False, on_progress)
+        base = cached_pixel_cue(ds, side, False, on_progress)  # read once per view, not once per class
+        flipped = cached_pixel_cue(ds, side, True, on_progress) if mirrored and shift == (0, 0) else None
         for queries, pool in _searches(ds, scope):
             if (mirrored, shift) == (False, (0, 0)):
                 query = base[queries]
-            elif shift == (0, 0):
-                query = cached_pixel_cue(ds, side, True, on_progress)[queries]
+            elif flipped is not None:
+                query = flipped[queries]
             else:
                 query = np.concatenate([pixel_cue(np.asarray(images[queries[lo : lo + 8192]]), side, mirrored, shift)
                                         for lo in range(0, len(queries), 8192)])
@@ -238,8 +243,7 @@ def _cue_pairs(ds: Dataset, scope: str, cfg: CandidateConfig, on_progress: Progr
 
 def _network_pairs(ds: Dataset, scope: str, cfg: CandidateConfig, vectors: NDArray[np.float32]) -> list[Found]:
     """Neighbours in the penultimate layer of the network trained on the data (cosine: the vectors are L2-normal)."""
-    k = cfg.top_k if scope == "leakage" else cfg.top_k + 1
-    return [_neighbours(queries, pool, vectors[queries], vectors[pool], k, "network")
+    return [_neighbours(queries, pool, vectors[queries], vectors[pool], _k(cfg, scope), "network")
             for queries, pool in _searches(ds, scope)]
 
 
@@ -289,6 +293,21 @@ def _merged(first: Candidates, more: Candidates) -> Candidates:
     return both.subset(np.lexsort((-both.cue_similarity, -both.score)))
 
 
+def _cues_part(ds: Dataset, scope: str, cfg: CandidateConfig, on_progress: ProgressFn | None) -> Candidates:
+    return _scored(ds, scope, cfg, _cue_pairs(ds, scope, cfg, on_progress), on_progress)
+
+
+def _network_part(ds: Dataset, scope: str, cfg: CandidateConfig, vectors: NDArray[np.float32], cues: Candidates,
+                  on_progress: ProgressFn | None) -> Candidates:
+    return _scored(ds, scope, cfg, _network_pairs(ds, scope, cfg, vectors), on_progress, cues,
+                   "network cue: pair score")
+
+
+def _check_scope(scope: str) -> None:
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}: must be one of {', '.join(SCOPES)}")
+
+
 def find_candidates(ds: Dataset, scope: str = "leakage", cfg: CandidateConfig = CandidateConfig(), *,
                     on_progress: ProgressFn | None = None) -> Candidates:
     """Candidate pairs of one scope, best pair score first.
@@ -298,14 +317,10 @@ def find_candidates(ds: Dataset, scope: str = "leakage", cfg: CandidateConfig = 
     the pixel views and the hashes come first; the network's embedding, when on disk, adds the pairs they
     did not find (so a network trained later adds its pairs without the others being scored again).
     """
-    if scope not in SCOPES:
-        raise ValueError(f"unknown scope {scope!r}: must be one of {', '.join(SCOPES)}")
-    cues = _scored(ds, scope, cfg, _cue_pairs(ds, scope, cfg, on_progress), on_progress)
+    _check_scope(scope)
+    cues = _cues_part(ds, scope, cfg, on_progress)
     emb = cached_embedding(ds) if cfg.network else None
-    if emb is None:
-        return cues
-    return _merged(cues, _scored(ds, scope, cfg, _network_pairs(ds, scope, cfg, emb.vectors), on_progress, cues,
-                                 "network cue: pair score"))
+    return cues if emb is None else _merged(cues, _network_part(ds, scope, cfg, emb.vectors, cues, on_progress))
 
 
 def _arrays(c: Candidates) -> dict[str, NDArray[Any]]:
@@ -323,20 +338,16 @@ def cached_candidates(ds: Dataset, scope: str = "leakage", cfg: CandidateConfig 
     so that a network trained later costs only its own pairs.
 
     The leakage list holds each test image once, with its best training match, unless every_match."""
-    if scope not in SCOPES:
-        raise ValueError(f"unknown scope {scope!r}: must be one of {', '.join(SCOPES)}")
+    _check_scope(scope)
     # the cues' part is the same with the network cue or without it: one key for both
     params = {"scope": scope, "cfg": replace(cfg, network=False), "version": CANDIDATES_VERSION}
     key = cache.make_key("candidates", params, ds.fingerprint)
-    cues = _from_arrays(scope, cache.cached_arrays(key, lambda: _arrays(
-        _scored(ds, scope, cfg, _cue_pairs(ds, scope, cfg, on_progress), on_progress))))
-    found = cues
+    found = cues = _from_arrays(scope, cache.cached_arrays(key, lambda: _arrays(_cues_part(ds, scope, cfg,
+                                                                                           on_progress))))
     network = cached_embedding_key(ds) if cfg.network else None
     emb = cached_embedding(ds) if network is not None else None
     if emb is not None:  # the network cue's input takes part in its key
         key = cache.make_key("candidates-network", {**params, "network": network}, ds.fingerprint)
-        more = _from_arrays(scope, cache.cached_arrays(key, lambda: _arrays(_scored(
-            ds, scope, cfg, _network_pairs(ds, scope, cfg, emb.vectors), on_progress, cues,
-            "network cue: pair score"))))
-        found = _merged(cues, more)
+        found = _merged(cues, _from_arrays(scope, cache.cached_arrays(key, lambda: _arrays(
+            _network_part(ds, scope, cfg, emb.vectors, cues, on_progress)))))
     return found.best_per_query() if scope == "leakage" and not every_match else found

@@ -72,6 +72,7 @@ class PairScoreConfig:
         return shift, self.detail_sigma * side / 32, self.smooth_sigma * side / 32
 
 
+@lru_cache(maxsize=32)
 def _blur_matrix(n: int, sigma: float) -> NDArray[np.float64]:
     """(n, n): scipy.ndimage.gaussian_filter1d along one axis (mode 'reflect', truncate 4) as a matrix."""
     radius = int(4.0 * sigma + 0.5)
