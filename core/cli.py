@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import json
 import logging
 import os
@@ -23,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 import core.results  # noqa: F401  (registers the 'scale:' source: a Ray result folder opens as a dataset)
-from core import cache
+from core import cache, recipes
 from core.candidates import SCOPES as CANDIDATE_SCOPES
 from core.candidates import CandidateConfig, cached_candidates
 from core.datasets import SOURCES, SPLIT_NAMES, TEST, TORCHVISION_SOURCES, TRAIN, Dataset, DatasetError, load_dataset
@@ -42,28 +41,33 @@ from core.duplicates import (
     max_radius,
 )
 from core.embedding import MODELS, EmbedConfig, Embeddings, embed
+from core.evidence import ARMS as EVIDENCE_ARMS
 from core.evidence import EvidenceConfig, against_default_embedding, differences, render, run_evidence, write_section
 from core.experiments import (
+    DEFAULT_BUDGET,
     DEFAULT_FRACTIONS,
     ArmResult,
     ExperimentConfig,
-    budget_recipe,
-    estimate_seconds,
+    arm_budget,
+    default_recipe,
     plan,
     run_sweep,
+    seconds_per_step,
     summarize,
-    sweep_image_epochs,
+    sweep_steps,
 )
 from core.experiments import write_results as write_experiment_results
 from core.export import export
 from core.hashing import HASH_SIZES, METHODS, HashConfig, dataset_hashes, to_hex
 from core.projection import UmapConfig, cached_projection
+from core.recipes import AnyRecipe
 from core.report import ReportConfig, ReportError, build_report, to_pdf, write_report
 from core.review import precision, read_judgments
 from core.scale import hash_source, scale_duplicates, scale_semantic
 from core.selection import Selection
 from core.semantic import DEFAULT_KEEP_FRACTION, POLICIES, Dendrograms, semantic_index, semantic_selection
 from core.shards import ScaleError
+from core.training import BUDGETS, PRECISIONS
 from core.types import Progress, ProgressFn
 
 T = TypeVar("T")
@@ -227,16 +231,21 @@ def _show_run(r: ArmResult) -> None:
           f"{100 * r.accuracy:.2f}% in {r.seconds:.1f} s" + (" (cached)" * r.from_cache), flush=True)
 
 
+def _recipe(args: argparse.Namespace, ds: Dataset) -> AnyRecipe:
+    """--recipe (a preset name; default: the dataset's) at --train-epochs (0: the preset's) in --precision."""
+    base = recipes.with_epochs(recipes.get(args.recipe) if args.recipe else default_recipe(ds), args.train_epochs)
+    return recipes.with_precision(base, args.precision)
+
+
 def cmd_experiment(args: argparse.Namespace, progress: ProgressFn) -> int:
     ds = _load(args, progress)
-    recipe = budget_recipe(ds)
-    if args.train_epochs:
-        recipe = dataclasses.replace(recipe, epochs=args.train_epochs)
+    recipe = _recipe(args, ds)
     cfg = ExperimentConfig(methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
-                           fractions=_fractions(args.keep_fractions), seeds=args.seeds, recipe=recipe)
+                           fractions=_fractions(args.keep_fractions), seeds=args.seeds, recipe=recipe,
+                           budget=args.budget)
     arms = plan(cfg)
-    estimate = estimate_seconds(ds, recipe, sweep_image_epochs(ds, cfg, arms))
-    print(f"recipe: {json.dumps(dataclasses.asdict(recipe))}")
+    estimate = seconds_per_step(ds, recipe) * sweep_steps(ds, cfg, arms)
+    print(f"recipe: {recipes.describe(recipe, arm_budget(recipe, cfg.budget))}")
     print(f"{len(arms)} arms; estimated {estimate / 60:.1f} min if none is cached")
     results = run_sweep(ds, cfg, arms=arms, on_progress=progress, on_result=_show_run)
     rows = summarize(results)
@@ -247,7 +256,7 @@ def cmd_experiment(args: argparse.Namespace, progress: ProgressFn) -> int:
     for d in differences(results):
         print(d.sentence())
     if args.out:
-        js, table = write_experiment_results(args.out, ds, recipe, results)
+        js, table = write_experiment_results(args.out, ds, recipe, results, cfg.budget)
         print(f"wrote {table} and {js}")
     return 0
 
@@ -258,22 +267,24 @@ def cmd_evidence(args: argparse.Namespace, progress: ProgressFn) -> int:
     embed_cfg = EmbedConfig(arch=args.embedding_arch, epochs=args.embedding_epochs)
     cfg = EvidenceConfig(fractions=_fractions(args.keep_fractions), hash_fraction=args.hash_keep_fraction,
                          seeds=args.seeds, arms=tuple(a.strip() for a in args.arms.split(",") if a.strip()),
-                         embed=embed_cfg)
-    recipe = budget_recipe(ds)
+                         embed=embed_cfg, recipe=args.recipe, epochs=args.train_epochs, budget=args.budget,
+                         precision=args.precision)
     emb = _timed("embedding network + embeddings", lambda: embed(ds, embed_cfg, on_progress=progress))
-    print(f"embedding: {emb.info.get('arch')}, test accuracy {100 * emb.info.get('test_accuracy', float('nan')):.2f}%")
+    print(f"embedding: {emb.info.get('recipe', emb.info.get('arch'))}, "
+          f"test accuracy {100 * emb.info.get('test_accuracy', float('nan')):.2f}%")
+    print(f"recipe: {recipes.describe(cfg.training_recipe(ds), cfg.budget)}")
     t0 = time.perf_counter()
-    results = run_evidence(ds, cfg, recipe, on_result=_show_run, on_progress=progress)
+    results = run_evidence(ds, cfg, on_result=_show_run, on_progress=progress)
     wall = time.perf_counter() - t0
     for d in differences(results):
         print(d.sentence())
     other = embed_cfg != EmbedConfig()
-    against = against_default_embedding(ds, results, cfg, recipe) if other else []
+    against = against_default_embedding(ds, results, cfg) if other else []
     for d in against:
         print(d.sentence())
     if args.write:
         command = "python -m core evidence " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-        body = render(ds, results, cfg, recipe, command=command, embedding=emb.info, wall_seconds=wall)
+        body = render(ds, results, cfg, command=command, embedding=emb.info, wall_seconds=wall)
         if against:
             body += ("\nAgainst the default embedding (semantic with this network minus semantic with the default "
                      "one, seed by seed, same recipe):\n\n" + "\n".join(f"- {d.sentence()}" for d in against) + "\n")
@@ -439,6 +450,17 @@ def _add_semantic(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policy", default="mean", choices=POLICIES, help="which member represents a cluster")
 
 
+def _add_recipe(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--recipe", default="", choices=["", *recipes.PRESETS],
+                   help="the training recipe by name (default: the converged one for the dataset and device)")
+    p.add_argument("--train-epochs", type=float, default=0, help="run the recipe this many epochs (0: its own)")
+    p.add_argument("--precision", default="", choices=["", *PRECISIONS],
+                   help="airbench recipes: bf16 or float32 (default: the recipe's, auto: bf16 where native)")
+    p.add_argument("--budget", default=DEFAULT_BUDGET, choices=BUDGETS,
+                   help="steps: every subset trains the full set's optimizer steps (default); epochs: the recipe's "
+                        "epochs over the subset (the compute pruning saves)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="Redundancy Explorer from the command line")
     parser.add_argument("--cache-dir", help=f"cache folder (default ${cache.ENV_VAR} or ~/.cache/redundancy-explorer)")
@@ -478,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep fractions, comma-separated")
     _renamed(p, "--keep", "--keep-fractions", "keep_fractions")
     p.add_argument("--seeds", type=int, default=ExperimentConfig().seeds)
-    p.add_argument("--train-epochs", type=int, default=0, help="override the recipe's epochs (0: the budget recipe)")
+    _add_recipe(p)
     p.add_argument("--out", help="folder for results.csv and results.json")
     p.set_defaults(fn=cmd_experiment)
     p = sub.add_parser("evidence", help="the paired many-seed sweep: semantic and hash against random, per class")
@@ -490,7 +512,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep fraction for the hash arm")
     _renamed(p, "--hash-keep", "--hash-keep-fraction", "hash_keep_fraction", float)
     p.add_argument("--seeds", type=int, default=EvidenceConfig().seeds)
-    p.add_argument("--arms", default=",".join(EvidenceConfig().arms), help="which arms to run, comma-separated")
+    p.add_argument("--arms", default=",".join(EvidenceConfig().arms), help="which arms to run, comma-separated: "
+                   f"{', '.join(EVIDENCE_ARMS)}")
+    _add_recipe(p)
     p.add_argument("--embedding-arch", default=EmbedConfig().arch,
                    help="the network behind the semantic subset (auto: the default for the dataset)")
     p.add_argument("--embedding-epochs", type=int, default=EmbedConfig().epochs, help="its epochs (0: the default)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,19 +19,12 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from core import cache
+from core import cache, onecycle, recipes, training
 from core.datasets import TEST, TRAIN, Dataset
 from core.device import pick_device
-from core.models import build_model, resolve_arch
-from core.training import (
-    TrainConfig,
-    arrays_to_state,
-    predict_features,
-    recipe_key,
-    state_to_arrays,
-    to_tensor,
-    train,
-)
+from core.models import ARCHS, build_model, resolve_arch
+from core.recipes import AnyRecipe
+from core.training import arrays_to_state, predict_features, state_to_arrays, to_tensor
 from core.types import ProgressFn, report
 
 log = logging.getLogger("redex.embedding")
@@ -45,7 +38,9 @@ class EmbeddingUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class EmbedConfig:
-    """Which embedding. epochs=0 picks the default for the dataset and device (see default_epochs)."""
+    """Which embedding. arch "auto" is airbench's network by its embedding preset (core.recipes); the
+    former architectures ("onecycle" for the former default) train by the one-cycle recipe as before.
+    epochs=0 picks the preset's (or, for the former recipe, default_epochs)."""
 
     model: str = "trained"
     arch: str = "auto"
@@ -56,31 +51,47 @@ class EmbedConfig:
     def __post_init__(self) -> None:
         if self.model not in MODELS:
             raise ValueError(f"unknown embedding {self.model!r}: must be one of {', '.join(MODELS)}")
+        if self.arch not in (*ARCHS, "onecycle"):
+            raise ValueError(f"unknown architecture {self.arch!r}: must be one of {', '.join((*ARCHS, 'onecycle'))}")
         if self.epochs < 0:
             raise ValueError("epochs must be 0 (default) or more")
 
 
 def default_epochs(n_train: int, device: str) -> int:
-    """30 on a GPU or a small set; 12 for a CIFAR-sized set on a CPU.
-
-    12 epochs of airnet take about 20 minutes on two cores and reach about 86% on the JPEG copy
-    of CIFAR-10 (docs/RESULTS.md), against 78% for the former 4 epochs of ResNet-20.
-    """
+    """The former one-cycle recipe's epochs: 30 on a GPU or a small set; 12 for a CIFAR-sized set on a CPU."""
     if device == "cuda" or n_train <= 10_000:
         return 30
     return 12
 
 
-def train_config(ds: Dataset, cfg: EmbedConfig) -> TrainConfig:
+def train_config(ds: Dataset, cfg: EmbedConfig) -> AnyRecipe:
+    """The recipe of the embedding network: airbench's embedding preset, or the former one-cycle recipe."""
     n_train = int((ds.split == TRAIN).sum())
+    h, w, c = ds.image_shape
+    if cfg.arch in ("auto", "airbench"):
+        preset = recipes.get(recipes.embedding_name(n_train, min(h, w), c, pick_device()))
+        return replace(recipes.with_epochs(preset, cfg.epochs), seed=cfg.seed)
     epochs = cfg.epochs or default_epochs(n_train, pick_device())
     batch = 128 if n_train <= 10_000 else 512
-    return TrainConfig(arch=cfg.arch, epochs=epochs, batch_size=batch, lr=0.1 * batch / 128, seed=cfg.seed)
+    arch = "auto" if cfg.arch == "onecycle" else cfg.arch
+    return onecycle.TrainConfig(arch=arch, epochs=epochs, batch_size=batch, lr=0.1 * batch / 128, seed=cfg.seed)
+
+
+def _network_key(ds: Dataset, recipe: AnyRecipe) -> dict[str, Any]:
+    if isinstance(recipe, onecycle.TrainConfig):
+        return onecycle.recipe_key(recipe, min(ds.image_shape[:2]))
+    return training.recipe_key(recipe)
 
 
 def classifier_key(ds: Dataset, cfg: EmbedConfig) -> str:
     """The cache key of the embedding network (its checkpoint is this key + '.ckpt.npz')."""
-    return cache.make_key("classifier", recipe_key(train_config(ds, cfg), min(ds.image_shape[:2])), ds.fingerprint)
+    return cache.make_key("classifier", _network_key(ds, train_config(ds, cfg)), ds.fingerprint)
+
+
+def build_network(info: dict[str, Any], in_channels: int, n_classes: int, size: int) -> torch.nn.Module:
+    """An untrained network of the architecture `info` describes (from trained_classifier), to load weights into."""
+    widths = tuple(info["widths"]) if info.get("widths") else None
+    return build_model(str(info["arch"]), in_channels, n_classes, size, widths)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, eq=False)
@@ -104,25 +115,37 @@ def trained_classifier(ds: Dataset, cfg: EmbedConfig, on_progress: ProgressFn | 
     key = classifier_key(ds, cfg)
     checkpoint = cache.cache_dir() / f"{key}.ckpt.npz"
     tr, te = ds.split == TRAIN, ds.split == TEST
+    h, w, c = ds.image_shape
+    legacy = isinstance(tcfg, onecycle.TrainConfig)
 
     def compute() -> dict[str, NDArray[Any]]:
         images = ds.pixels("training the embedding network")
-        model, result, norm = train(np.asarray(images[tr]), ds.labels[tr], len(ds.classes), tcfg,
-                                    x_eval=np.asarray(images[te]), y_eval=ds.labels[te], ids=np.flatnonzero(tr),
-                                    checkpoint=checkpoint, on_progress=on_progress, stop=stop)
-        log.info("embedding network: %d epochs, test accuracy %.4f, %.1f s", result.epochs, result.accuracy,
+        common: dict[str, Any] = {"x_eval": np.asarray(images[te]), "y_eval": ds.labels[te],
+                                  "ids": np.flatnonzero(tr), "checkpoint": checkpoint, "on_progress": on_progress,
+                                  "stop": stop}
+        x, y = np.asarray(images[tr]), ds.labels[tr]
+        if isinstance(tcfg, onecycle.TrainConfig):
+            model, result, norm = onecycle.train_one_cycle(x, y, len(ds.classes), tcfg, **common)
+        else:
+            model, result, norm = training.train(x, y, len(ds.classes), tcfg, **common)
+        log.info("embedding network: %g epochs, test accuracy %.4f, %.1f s", result.epochs, result.accuracy,
                  result.seconds)
         meta = np.array([result.accuracy, result.seconds, result.epochs, result.n_train])
         return {**state_to_arrays(model), "mean": norm["mean"], "std": norm["std"], "meta": meta,
-                "device": np.array(result.device)}
+                "device": np.array(result.device), "precision": np.array(norm.get("precision", ""))}
 
     arrays = cache.cached_arrays(key, compute)
     checkpoint.unlink(missing_ok=True)  # the finished network is stored: the checkpoint has served
-    h, w, c = ds.image_shape
-    model = arrays_to_state(build_model(tcfg.arch, c, len(ds.classes), min(h, w)), arrays)
     acc, secs, epochs, n_train = arrays["meta"].tolist()
-    info = {"model": "trained", "arch": resolve_arch(tcfg.arch, min(h, w)), "epochs": int(epochs), "test_accuracy": acc,
-            "train_seconds": secs, "device": str(arrays["device"]), "n_train": int(n_train)}
+    info: dict[str, Any] = {
+        "model": "trained",
+        "arch": resolve_arch(tcfg.arch, min(h, w)) if isinstance(tcfg, onecycle.TrainConfig) else "airbench",
+        "recipe": recipes.name_of(replace(tcfg, seed=0)), "epochs": float(epochs), "test_accuracy": acc,
+        "train_seconds": secs, "device": str(arrays["device"]), "n_train": int(n_train)}
+    if not legacy:
+        assert isinstance(tcfg, training.Recipe)
+        info.update(widths=list(tcfg.widths), precision=str(arrays["precision"]))
+    model = arrays_to_state(build_network(info, c, len(ds.classes), min(h, w)), arrays)
     return model, {**info, "mean": arrays["mean"], "std": arrays["std"]}
 
 
@@ -136,7 +159,7 @@ def _trained(ds: Dataset, cfg: EmbedConfig, on_progress: ProgressFn | None,
     report(on_progress, "embed", 0, len(ds), "every image through the network")
     for lo in range(0, len(ds), 8192):
         x = to_tensor(np.asarray(images[lo : lo + 8192]), device)
-        feats.append(predict_features(model, x, mean, std).cpu().numpy())
+        feats.append(predict_features(model, x, mean, std, precision=info.get("precision")).cpu().numpy())
         report(on_progress, "embed", min(len(ds), lo + 8192), len(ds))
     return np.concatenate(feats).astype(np.float32), info
 
@@ -212,8 +235,9 @@ def embed(ds: Dataset, cfg: EmbedConfig = EmbedConfig(), *, download: bool = Fal
 
 
 def _embed_key(ds: Dataset, cfg: EmbedConfig) -> str:
-    size = min(ds.image_shape[:2])
-    key_cfg = {**asdict(cfg), "train": recipe_key(train_config(ds, cfg), size) if cfg.model == "trained" else None}
+    former = {"arch": "auto"} if cfg.arch == "onecycle" else {}  # the former default, keyed as it was
+    key_cfg = {**asdict(cfg), **former,
+               "train": _network_key(ds, train_config(ds, cfg)) if cfg.model == "trained" else None}
     return cache.make_key("embed", key_cfg, ds.fingerprint)
 
 

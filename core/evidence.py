@@ -2,10 +2,11 @@
 
 Arms run seed by seed (every arm of seed 0, then of seed 1, ...), so a sweep stopped halfway
 still holds complete pairs; each run is cached, so running it again resumes where it stopped.
-Semantic and random subsets at each keep fraction, the full set, and the hash subset at the
-fraction where hashes still mean near-duplicates. The section reports each arm's mean ± sd,
-the paired differences semantic − random and hash − random with 95% intervals, and what each
-class pays: the share of it removed and the change in its test accuracy against the full set.
+Semantic and random subsets at each keep fraction and the full set (the hash subset against a
+random one of its size on request), all by one recipe and budget (core.recipes, core.training).
+The section reports each arm's mean ± sd, the paired differences semantic − random with 95%
+intervals, and what each class pays: the share of it removed and the change in its test accuracy
+against the full set.
 """
 
 from __future__ import annotations
@@ -13,31 +14,49 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from core import recipes
 from core.datasets import TRAIN, Dataset
 from core.embedding import EmbedConfig
-from core.experiments import Arm, ArmResult, ExperimentConfig, Subsets, budget_recipe, cached_results, run_sweep
+from core.experiments import (
+    DEFAULT_BUDGET,
+    Arm,
+    ArmResult,
+    ExperimentConfig,
+    Subsets,
+    cached_results,
+    default_recipe,
+    run_sweep,
+)
 from core.paired import PairedDifference, by_seed, paired_difference
-from core.training import TrainConfig
+from core.recipes import AnyRecipe
+from core.training import BUDGETS
 from core.types import ProgressFn
 
 ARMS = ("full", "semantic", "random", "hash", "hash-random")
+DEFAULT_ARMS = ("full", "semantic", "random")
 
 
 @dataclass(frozen=True)
 class EvidenceConfig:
-    """The sweep: semantic and random at `fractions`, the full set, hash at `hash_fraction`, `seeds` seeds."""
+    """The sweep: semantic and random at `fractions` and the full set (hash at `hash_fraction` when its arms are
+    asked for), `seeds` seeds, by the recipe called `recipe` ("" the dataset's default) for `epochs` (0 the
+    recipe's) under `budget`."""
 
-    fractions: tuple[float, ...] = (0.9, 0.7, 0.5)
+    fractions: tuple[float, ...] = (0.7, 0.5)
     hash_fraction: float = 0.9
-    seeds: int = 8
-    arms: tuple[str, ...] = ARMS
+    seeds: int = 5
+    arms: tuple[str, ...] = DEFAULT_ARMS
     embed: EmbedConfig = field(default_factory=EmbedConfig)  # the network behind the semantic subset
+    recipe: str = ""
+    epochs: float = 0
+    budget: str = DEFAULT_BUDGET
+    precision: str = ""  # "" the recipe's own
 
     def __post_init__(self) -> None:
         if not set(self.arms) <= set(ARMS):
@@ -46,6 +65,15 @@ class EvidenceConfig:
             raise ValueError("keep fractions must be in (0, 1)")
         if self.seeds < 1:
             raise ValueError("seeds must be at least 1")
+        if self.recipe:
+            recipes.get(self.recipe)
+        if self.budget not in BUDGETS:
+            raise ValueError(f"unknown budget {self.budget!r}: must be one of {', '.join(BUDGETS)}")
+
+    def training_recipe(self, ds: Dataset) -> AnyRecipe:
+        """The recipe this sweep trains by on `ds` (its preset, at its epochs)."""
+        base = recipes.get(self.recipe) if self.recipe else default_recipe(ds)
+        return recipes.with_precision(recipes.with_epochs(base, self.epochs), self.precision)
 
 
 def evidence_arms(cfg: EvidenceConfig) -> list[Arm]:
@@ -59,26 +87,28 @@ def evidence_arms(cfg: EvidenceConfig) -> list[Arm]:
     return [a for a in arms if a.method in cfg.arms]
 
 
-def experiment_config(cfg: EvidenceConfig, recipe: TrainConfig) -> ExperimentConfig:
+def experiment_config(cfg: EvidenceConfig, ds: Dataset) -> ExperimentConfig:
     return ExperimentConfig(fractions=tuple(sorted({*cfg.fractions, cfg.hash_fraction}, reverse=True)),
-                            seeds=cfg.seeds, recipe=recipe, embed=cfg.embed)
+                            seeds=cfg.seeds, recipe=cfg.training_recipe(ds), budget=cfg.budget, embed=cfg.embed)
 
 
-def run_evidence(ds: Dataset, cfg: EvidenceConfig, recipe: TrainConfig, *, on_result: Callable[[ArmResult], None]
-                 | None = None, on_progress: ProgressFn | None = None,
-                 stop: threading.Event | None = None) -> list[ArmResult]:
+def run_evidence(ds: Dataset, cfg: EvidenceConfig, *, on_result: Callable[[ArmResult], None] | None = None,
+                 on_progress: ProgressFn | None = None, stop: threading.Event | None = None) -> list[ArmResult]:
     """Every arm of the sweep, cached results first."""
-    return run_sweep(ds, experiment_config(cfg, recipe), arms=evidence_arms(cfg), on_progress=on_progress,
+    return run_sweep(ds, experiment_config(cfg, ds), arms=evidence_arms(cfg), on_progress=on_progress,
                      on_result=on_result, stop=stop)
 
 
-def against_default_embedding(ds: Dataset, results: list[ArmResult], cfg: EvidenceConfig,
-                              recipe: TrainConfig) -> list[PairedDifference]:
+def cached_evidence(ds: Dataset, cfg: EvidenceConfig) -> list[ArmResult]:
+    """The arms of the sweep that are cached (nothing is trained)."""
+    return cached_results(ds, experiment_config(cfg, ds), arms=evidence_arms(cfg))
+
+
+def against_default_embedding(ds: Dataset, results: list[ArmResult], cfg: EvidenceConfig) -> list[PairedDifference]:
     """semantic with cfg's embedding minus semantic with the default one, seed by seed, at each fraction
     where both are cached (nothing is trained): how much the network behind the cut matters."""
-    default = EvidenceConfig(fractions=cfg.fractions, hash_fraction=cfg.hash_fraction, seeds=cfg.seeds,
-                             arms=("semantic",))
-    theirs = cached_results(ds, experiment_config(default, recipe), arms=evidence_arms(default))
+    default = replace(cfg, arms=("semantic",), embed=EmbedConfig())
+    theirs = cached_evidence(ds, default)
     rows = [(r.method, r.fraction, r.seed, r.accuracy) for r in results]
     base = [(r.method, r.fraction, r.seed, r.accuracy) for r in theirs]
     out = []
@@ -105,16 +135,15 @@ def differences(results: list[ArmResult]) -> list[PairedDifference]:
 
 
 def per_class_costs(ds: Dataset, results: list[ArmResult], cfg: EvidenceConfig,
-                    subsets: Subsets | None = None, recipe: TrainConfig | None = None) -> list[dict[str, Any]]:
+                    subsets: Subsets | None = None) -> list[dict[str, Any]]:
     """Per class and fraction: the share removed, and the mean change of its test accuracy against the full set
     (paired by seed) for semantic and random. Random keeps semantic's count in every class, so the
     shares are equal and the accuracy change says which images mattered."""
     full = {r.seed: np.array(r.per_class) for r in results if r.method == "full" and r.per_class}
     if not full and results:  # a sweep without the full arm (another network's semantic arms): the cached full runs
-        base = EvidenceConfig(fractions=cfg.fractions, hash_fraction=cfg.hash_fraction, seeds=cfg.seeds, arms=("full",))
-        cached = cached_results(ds, experiment_config(base, recipe or budget_recipe(ds)), arms=evidence_arms(base))
+        cached = cached_evidence(ds, replace(cfg, arms=("full",)))
         full = {r.seed: np.array(r.per_class) for r in cached if r.per_class}
-    subsets = subsets or Subsets(ds, ExperimentConfig(recipe=TrainConfig(), embed=cfg.embed))
+    subsets = subsets or Subsets(ds, experiment_config(cfg, ds))
     n_classes = len(ds.classes)
     train_counts = np.bincount(ds.labels[ds.split == TRAIN], minlength=n_classes)
     rows = []
@@ -146,22 +175,23 @@ def _arm_table(results: list[ArmResult]) -> list[str]:
     return lines
 
 
-def render(ds: Dataset, results: list[ArmResult], cfg: EvidenceConfig, recipe: TrainConfig, *, command: str,
+def render(ds: Dataset, results: list[ArmResult], cfg: EvidenceConfig, *, command: str,
            embedding: dict[str, Any], wall_seconds: float) -> str:
     """The markdown section: command, recipe, device, arms, paired differences in words, per-class costs."""
     device = results[0].device if results else "(no run)"
     seeds_done = sorted({r.seed for r in results})
     trained = sum(r.seconds for r in results)
+    recipe = cfg.training_recipe(ds)
     lines = [f"Command: `{command}` ({len(results)} runs, {len(seeds_done)} seeds; the runs' own training and "
              f"evaluation add up to {trained / 3600:.2f} h on this device; this invocation took "
              f"{wall_seconds / 60:.1f} min, since cached runs cost nothing and an interrupted sweep resumes).",
              "",
              f"- Dataset: {ds.name} ({int((ds.split == TRAIN).sum()):,} training images, fingerprint "
              f"`{ds.fingerprint[:16]}`). Device: {device}.",
-             f"- Retraining recipe: {recipe.arch}, {recipe.epochs} epochs, batch {recipe.batch_size}, one-cycle peak "
-             f"lr {recipe.lr}, label smoothing {recipe.label_smoothing}, flip + translate. Arms that share a seed "
-             "share the initial weights and every image's augmentation; they differ only in data.",
-             f"- Embedding: {embedding.get('arch')} trained {embedding.get('epochs')} epochs on this dataset, test "
+             f"- Retraining recipe: {recipes.describe(recipe, cfg.budget)}. Arms that share a seed share the initial "
+             "weights and every image's augmentation; they differ only in data.",
+             f"- Embedding: {embedding.get('recipe', embedding.get('arch'))} trained {embedding.get('epochs')} epochs "
+             "on this dataset, test "
              f"accuracy {100 * float(embedding.get('test_accuracy', float('nan'))):.2f}%, "
              f"{float(embedding.get('train_seconds', float('nan'))) / 60:.1f} min on {embedding.get('device')}.",
              "- random keeps exactly the semantic subset's count in every class, hash-random the hash subset's; "
@@ -174,7 +204,7 @@ def render(ds: Dataset, results: list[ArmResult], cfg: EvidenceConfig, recipe: T
     diffs = differences(results)
     lines += [f"- {d.sentence()}" for d in diffs] or ["- (no pair has finished yet)"]
     lines += ["", "What the data show: " + _verdict(diffs), ""]
-    costs = per_class_costs(ds, results, cfg, recipe=recipe)
+    costs = per_class_costs(ds, results, cfg)
     if costs:
         lines += ["Per-class costs: the share of each class removed, and the mean change of its test accuracy "
                   "against the full set (points, paired by seed):", "",

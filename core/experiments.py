@@ -3,8 +3,14 @@
 Arms share one recipe and seed and differ only in data: the full training set; the semantic
 subset at a keep fraction; the hash-dedup subset at the smallest radius that keeps at most that
 fraction; and a random subset with exactly the semantic subset's size in every class. Each
-result is cached per (dataset, subset fingerprint, recipe, seed), so a curve grows point by
-point and nothing is trained twice.
+result is cached per (dataset, subset fingerprint, recipe, budget, seed), so a curve grows point
+by point and nothing is trained twice.
+
+The budget says how long a subset trains. "steps" (the default) gives every arm the full set's
+number of optimizer steps: a subset kept at 0.5 makes twice the passes, so the comparison asks
+whether the removed images carried information the model needs (as published pruning code does:
+Data Diet, arXiv 2107.07075; CCS, arXiv 2210.15809). "epochs" gives every arm the recipe's epochs
+over its own images: what pruning saves in compute, at the cost of fewer steps.
 """
 
 from __future__ import annotations
@@ -14,36 +20,36 @@ import hashlib
 import json
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from core import cache
+from core import cache, onecycle, recipes, training
 from core.datasets import TEST, TRAIN, Dataset
 from core.device import pick_device
 from core.embedding import EmbedConfig
+from core.recipes import AnyRecipe
 from core.selection import Selection, empty_like, random_like
-from core.training import TrainConfig, recipe_key, train
+from core.training import BUDGETS, total_steps
 from core.types import ProgressFn
 
 METHODS = ("semantic", "hash", "random")
 DEFAULT_FRACTIONS = (1.0, 0.9, 0.8, 0.7)  # the sweep of the Experiments page and the experiment command
+DEFAULT_BUDGET = "steps"
 
 
-def budget_recipe(ds: Dataset, device: str | None = None) -> TrainConfig:
-    """The recipe every arm uses: small on a CPU (stated in results), fuller on a GPU."""
-    device = device or pick_device()
-    n_train = int((ds.split == TRAIN).sum())
-    if device == "cuda":
-        return TrainConfig(arch="auto", epochs=30, batch_size=512, lr=0.4)
-    if n_train <= 10_000:
-        return TrainConfig(arch="cnn", epochs=8, batch_size=64, lr=0.05)
-    # airnet at half width: about 30 s per CIFAR-10 epoch on two cores, and a stronger network per
-    # CPU-second than the former 4-conv CNN (74.5% in 3 epochs); docs/RESULTS.md states its accuracy.
-    return TrainConfig(arch="airnet-small", epochs=4, batch_size=512, lr=0.4)
+def default_recipe(ds: Dataset, device: str | None = None) -> AnyRecipe:
+    """The converged recipe for this dataset and device (core.recipes.default_name)."""
+    h, w, c = ds.image_shape
+    return recipes.get(recipes.default_name(int((ds.split == TRAIN).sum()), min(h, w), c, device or pick_device()))
+
+
+def arm_budget(recipe: AnyRecipe, budget: str) -> str:
+    """The budget a run really has: the one-cycle recipes always ran equal epochs."""
+    return "epochs" if isinstance(recipe, onecycle.TrainConfig) else budget
 
 
 @dataclass(frozen=True)
@@ -64,11 +70,14 @@ class ArmResult:
     seed: int
     accuracy: float
     seconds: float
-    epochs: int
+    epochs: float  # passes over the subset
     device: str
     params: str
     from_cache: bool = False
     per_class: tuple[float, ...] = ()  # test accuracy of each class
+    recipe: str = ""  # the preset's name (core.recipes)
+    budget: str = "epochs"  # "steps": the full set's optimizer steps; "epochs": the recipe's epochs over the subset
+    steps: int = 0
 
 
 @dataclass(frozen=True)
@@ -76,7 +85,8 @@ class ExperimentConfig:
     methods: tuple[str, ...] = METHODS
     fractions: tuple[float, ...] = DEFAULT_FRACTIONS
     seeds: int = 3
-    recipe: TrainConfig = field(default_factory=TrainConfig)
+    recipe: AnyRecipe = field(default_factory=lambda: recipes.get("airbench-cpu"))
+    budget: str = DEFAULT_BUDGET
     hash_method: str = "phash"
     hash_size: int = 8
     embed: EmbedConfig = field(default_factory=EmbedConfig)  # the network behind the semantic subset
@@ -89,6 +99,8 @@ class ExperimentConfig:
             raise ValueError("keep fractions must be in (0, 1]")
         if self.seeds < 1:
             raise ValueError("seeds must be at least 1")
+        if self.budget not in BUDGETS:
+            raise ValueError(f"unknown budget {self.budget!r}: must be one of {', '.join(BUDGETS)}")
 
 
 def plan(cfg: ExperimentConfig) -> list[Arm]:
@@ -153,59 +165,97 @@ def subset_fingerprint(indices: NDArray[np.int64]) -> str:
     return hashlib.blake2b(np.ascontiguousarray(np.sort(indices)).tobytes(), digest_size=16).hexdigest()
 
 
-def result_key(ds: Dataset, kept: NDArray[np.int64], recipe: TrainConfig, seed: int) -> str:
-    keyed = {**recipe_key(recipe, min(ds.image_shape[:2])), "seed": seed}
+def arm_steps(ds: Dataset, n_kept: int, recipe: AnyRecipe, budget: str) -> int:
+    """Optimizer steps of a run on `n_kept` training images under `budget` (0 for a one-cycle recipe)."""
+    if isinstance(recipe, onecycle.TrainConfig):
+        return 0
+    return total_steps(recipe, int((ds.split == TRAIN).sum()), n_kept, budget)
+
+
+def result_key(ds: Dataset, kept: NDArray[np.int64], recipe: AnyRecipe, seed: int, budget: str = DEFAULT_BUDGET) -> str:
+    """The cache key of one run: a one-cycle recipe's exactly as it always was; airbench's adds budget and steps."""
+    if isinstance(recipe, onecycle.TrainConfig):
+        keyed = {**onecycle.recipe_key(recipe, min(ds.image_shape[:2])), "seed": seed}
+    else:
+        keyed = {**training.recipe_key(replace(recipe, seed=seed)), "seed": seed, "budget": budget,
+                 "steps": arm_steps(ds, len(kept), recipe, budget)}
     return cache.make_key("train", keyed, ds.fingerprint, subset_fingerprint(kept))
 
 
-def run_arm(ds: Dataset, arm: Arm, sel: Selection, recipe: TrainConfig, *, on_progress: ProgressFn | None = None,
-            stop: threading.Event | None = None) -> ArmResult:
+def run_arm(ds: Dataset, arm: Arm, sel: Selection, recipe: AnyRecipe, budget: str = DEFAULT_BUDGET, *,
+            on_progress: ProgressFn | None = None, stop: threading.Event | None = None) -> ArmResult:
     """Train on sel.kept and evaluate on the test split; cached, so a second call reads the result."""
     kept = sel.kept
-    key = result_key(ds, kept, recipe, arm.seed)
-    seeded = TrainConfig(**{**asdict(recipe), "seed": arm.seed})
+    budget = arm_budget(recipe, budget)
+    key = result_key(ds, kept, recipe, arm.seed, budget)
+    seeded = replace(recipe, seed=arm.seed)
     te = ds.split == TEST
     misses = cache.stats.misses
 
     def compute() -> dict[str, Any]:
         images = ds.pixels("retraining")
-        _, result, _ = train(np.asarray(images[kept]), ds.labels[kept], len(ds.classes), seeded,
-                             x_eval=np.asarray(images[te]), y_eval=ds.labels[te], ids=kept,
-                             on_progress=on_progress, stop=stop)
+        common: dict[str, Any] = {"x_eval": np.asarray(images[te]), "y_eval": ds.labels[te], "ids": kept,
+                                  "on_progress": on_progress, "stop": stop}
+        x, y = np.asarray(images[kept]), ds.labels[kept]
+        if isinstance(seeded, onecycle.TrainConfig):
+            _, result, _ = onecycle.train_one_cycle(x, y, len(ds.classes), seeded, **common)
+        else:
+            _, result, _ = training.train(x, y, len(ds.classes), seeded,
+                                          steps=arm_steps(ds, len(kept), seeded, budget), **common)
         return {"accuracy": result.accuracy, "seconds": result.seconds, "epochs": result.epochs,
-                "n_train": result.n_train, "device": result.device, "per_class": list(result.per_class)}
+                "n_train": result.n_train, "device": result.device, "per_class": list(result.per_class),
+                "recipe": recipes.name_of(recipe), "budget": budget, "steps": result.steps,
+                "accuracy_plain": result.accuracy_plain, "losses": list(result.losses)}
 
     r = cache.cached_json(key, compute)
-    return _arm_result(arm, sel, r, from_cache=cache.stats.misses == misses)
+    return _arm_result(arm, sel, r, from_cache=cache.stats.misses == misses, recipe=recipe, budget=budget)
 
 
-def _arm_result(arm: Arm, sel: Selection, r: dict[str, Any], from_cache: bool) -> ArmResult:
+def _arm_result(arm: Arm, sel: Selection, r: dict[str, Any], from_cache: bool, recipe: AnyRecipe,
+                budget: str) -> ArmResult:
     return ArmResult(arm.method, arm.fraction, sel.kept_fraction, int(r["n_train"]), arm.seed, float(r["accuracy"]),
-                     float(r["seconds"]), int(r["epochs"]), str(r["device"]), sel.describe(), from_cache=from_cache,
-                     per_class=tuple(float(v) for v in r.get("per_class", [])))
+                     float(r["seconds"]), float(r["epochs"]), str(r["device"]), sel.describe(), from_cache=from_cache,
+                     per_class=tuple(float(v) for v in r.get("per_class", [])),
+                     recipe=str(r.get("recipe") or recipes.name_of(recipe)), budget=budget,
+                     steps=int(r.get("steps", 0)))
 
 
-def peek_arm(ds: Dataset, arm: Arm, sel: Selection, recipe: TrainConfig) -> ArmResult | None:
+def peek_arm(ds: Dataset, arm: Arm, sel: Selection, recipe: AnyRecipe,
+             budget: str = DEFAULT_BUDGET) -> ArmResult | None:
     """The cached result of an arm, or None if it has not been trained (never trains)."""
-    r = cache.peek_json(result_key(ds, sel.kept, recipe, arm.seed))
-    return None if r is None else _arm_result(arm, sel, r, from_cache=True)
+    budget = arm_budget(recipe, budget)
+    r = cache.peek_json(result_key(ds, sel.kept, recipe, arm.seed, budget))
+    return None if r is None else _arm_result(arm, sel, r, from_cache=True, recipe=recipe, budget=budget)
 
 
-def estimate_seconds(ds: Dataset, recipe: TrainConfig, n_images_epochs: float, device: str | None = None) -> float:
-    """Seconds to train `n_images_epochs` image-epochs, from a short timed run of the recipe here."""
+def seconds_per_step(ds: Dataset, recipe: AnyRecipe, device: str | None = None) -> float:
+    """Seconds one optimizer step of `recipe` takes here now: a short timed run after a warm-up step.
+
+    Not stored on disk, since a timing taken while the machine is busy would mislead later estimates.
+    """
     idx = np.flatnonzero(ds.split == TRAIN)
-    one = TrainConfig(**{**asdict(recipe), "epochs": 1})
-    x, y = np.asarray(ds.pixels("retraining")[idx[: recipe.batch_size * 8]]), ds.labels[idx[: recipe.batch_size * 8]]
-    train(x[: recipe.batch_size], y[: recipe.batch_size], len(ds.classes), one, device=device)  # start-up costs
+    batch = min(recipe.batch_size, len(idx))
+    x, y = np.asarray(ds.pixels("retraining")[idx[: batch * 3]]), ds.labels[idx[: batch * 3]]
+    if isinstance(recipe, onecycle.TrainConfig):
+        one = replace(recipe, epochs=1)
+        onecycle.train_one_cycle(x[:batch], y[:batch], len(ds.classes), one, device=device)  # start-up costs
+        t0 = time.perf_counter()
+        onecycle.train_one_cycle(x, y, len(ds.classes), one, device=device)
+        return (time.perf_counter() - t0) / max(1, len(x) // batch)
+    training.train(x[:batch], y[:batch], len(ds.classes), recipe, steps=1, device=device)
     t0 = time.perf_counter()
-    train(x, y, len(ds.classes), one, device=device)
-    return (time.perf_counter() - t0) / max(1, len(x)) * n_images_epochs
+    training.train(x, y, len(ds.classes), recipe, steps=3, device=device)
+    return (time.perf_counter() - t0) / 3
 
 
-def seconds_per_image_epoch(ds: Dataset, recipe: TrainConfig) -> float:
-    """How long one image-epoch of `recipe` takes here now (a short timed run; not stored on disk, since
-    a timing taken while the machine is busy would mislead every later estimate)."""
-    return estimate_seconds(ds, recipe, 1.0)
+def sweep_steps(ds: Dataset, cfg: ExperimentConfig, arms: list[Arm]) -> int:
+    """Optimizer steps the arms take together (each arm's subset size estimated from its target fraction)."""
+    n_train = int((ds.split == TRAIN).sum())
+    budget = arm_budget(cfg.recipe, cfg.budget)
+    if isinstance(cfg.recipe, onecycle.TrainConfig):
+        per_epoch = -(-n_train // cfg.recipe.batch_size)
+        return int(sum(a.fraction * per_epoch * cfg.recipe.epochs for a in arms))
+    return sum(total_steps(cfg.recipe, n_train, round(a.fraction * n_train), budget) for a in arms)
 
 
 def cached_results(ds: Dataset, cfg: ExperimentConfig, arms: list[Arm] | None = None,
@@ -215,14 +265,9 @@ def cached_results(ds: Dataset, cfg: ExperimentConfig, arms: list[Arm] | None = 
     found = []
     for arm in arms if arms is not None else plan(cfg):
         sel = subsets.get(arm)
-        if sel is not None and (r := peek_arm(ds, arm, sel, cfg.recipe)) is not None:
+        if sel is not None and (r := peek_arm(ds, arm, sel, cfg.recipe, cfg.budget)) is not None:
             found.append(r)
     return found
-
-
-def sweep_image_epochs(ds: Dataset, cfg: ExperimentConfig, arms: list[Arm]) -> float:
-    n_train = int((ds.split == TRAIN).sum())
-    return float(sum(a.fraction * n_train for a in arms)) * cfg.recipe.epochs
 
 
 def run_sweep(ds: Dataset, cfg: ExperimentConfig, *, arms: list[Arm] | None = None,
@@ -235,19 +280,21 @@ def run_sweep(ds: Dataset, cfg: ExperimentConfig, *, arms: list[Arm] | None = No
         sel = subsets.get(arm)
         if sel is None:
             continue
-        r = run_arm(ds, arm, sel, cfg.recipe, on_progress=on_progress, stop=stop)
+        r = run_arm(ds, arm, sel, cfg.recipe, cfg.budget, on_progress=on_progress, stop=stop)
         results.append(r)
         if on_result is not None:
             on_result(r)
     return results
 
 
-def write_results(out: str | Path, ds: Dataset, recipe: TrainConfig, results: list[ArmResult]) -> tuple[Path, Path]:
+def write_results(out: str | Path, ds: Dataset, recipe: AnyRecipe, results: list[ArmResult],
+                  budget: str = DEFAULT_BUDGET) -> tuple[Path, Path]:
     """OUT/results.json (recipe, summary and every run) and OUT/results.csv (the summary), each written atomically."""
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     rows = summarize(results)
-    doc = {"recipe": asdict(recipe), "dataset": ds.name, "summary": rows, "runs": [asdict(r) for r in results]}
+    doc = {"recipe": {"name": recipes.name_of(recipe), **asdict(recipe)}, "budget": arm_budget(recipe, budget),
+           "dataset": ds.name, "summary": rows, "runs": [asdict(r) for r in results]}
     js, table = folder / "results.json", folder / "results.csv"
     tmp = js.with_name(js.name + ".tmp")
     tmp.write_text(json.dumps(doc, indent=1))
@@ -273,5 +320,5 @@ def summarize(results: list[ArmResult]) -> list[dict[str, Any]]:
                      "n_train": rs[0].n_train, "seeds": len(rs), "accuracy_mean": float(acc.mean()),
                      "accuracy_std": float(acc.std(ddof=1)) if len(rs) > 1 else 0.0,
                      "seconds_mean": float(np.mean([r.seconds for r in rs])), "epochs": rs[0].epochs,
-                     "device": rs[0].device})
+                     "steps": rs[0].steps, "recipe": rs[0].recipe, "budget": rs[0].budget, "device": rs[0].device})
     return rows

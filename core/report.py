@@ -21,12 +21,12 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from core import __version__
+from core import __version__, recipes
 from core.datasets import SPLIT_NAMES, TEST, TRAIN, Dataset
 from core.duplicates import DEFAULT_RADIUS, build_index, clamp_radius, groups_at, hash_selection, leaked_test_images
 from core.embedding import EmbedConfig, missing_embeddings
-from core.evidence import EvidenceConfig, differences, evidence_arms
-from core.experiments import ArmResult, ExperimentConfig, budget_recipe, cached_results
+from core.evidence import EvidenceConfig, cached_evidence, differences
+from core.experiments import ArmResult
 from core.hashing import HashConfig
 from core.selection import Selection
 from core.semantic import DEFAULT_KEEP_FRACTION, semantic_index, semantic_selection
@@ -158,7 +158,7 @@ def _summary_rows(results: list[ArmResult]) -> list[dict[str, Any]]:
 
 def measured_results(ds: Dataset, cfg: EvidenceConfig | None = None) -> list[ArmResult]:
     """The cached results of the paired sweep's arms on this machine's recipe (nothing is trained)."""
-    return cached_results(ds, ExperimentConfig(recipe=budget_recipe(ds)), evidence_arms(cfg or EvidenceConfig()))
+    return cached_evidence(ds, cfg or EvidenceConfig())
 
 
 def _cluster_examples(ds: Dataset, sel: Selection, n: int) -> list[str]:
@@ -284,8 +284,8 @@ def build_report(ds: Dataset, cfg: ReportConfig = ReportConfig(), *, dataset_spe
                  "differences below are read seed by seed (95% t interval):</p><ul>")
         s += [f"<li>{_e(d.sentence())}</li>" for d in differences(results)]
         s.append("</ul>")
-        recipe = budget_recipe(ds)
-        s.append(f"<p class=\"small\">Recipe: {_e(recipe.arch)}, {recipe.epochs} epochs, batch {recipe.batch_size}, "
+        evidence = EvidenceConfig()
+        s.append(f"<p class=\"small\">Recipe: {_e(recipes.describe(evidence.training_recipe(ds), evidence.budget))}, "
                  f"on {_e(results[0].device)}; {len(results)} runs, "
                  f"{np.mean([r.seconds for r in results]):.0f} s per run on average.</p>")
     else:

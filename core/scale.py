@@ -27,10 +27,9 @@ from numpy.typing import NDArray
 from core.datasets import TEST, TRAIN, Dataset, load_image_folder, make_dataset
 from core.device import pick_device
 from core.duplicates import SCOPES, DuplicateIndex, dedup_selection, groups_at, leaked_test_images, pair_scopes
-from core.embedding import EmbedConfig, trained_classifier
+from core.embedding import EmbedConfig, build_network, trained_classifier
 from core.faults import kill_point
 from core.hashing import HashConfig, hash_images
-from core.models import build_model
 from core.neighbors import check_radius, merge, partition, plan_search, run_parts, to_words
 from core.ray_runtime import connect
 from core.result_folder import Hashed, read_hashes, start_job, update_job, write_results, write_table_atomic
@@ -193,9 +192,11 @@ class ShardEmbedder:
     out/embeddings/shard-NNNNN.npy under a temporary name and renamed, so a rerun skips them.
     """
 
-    def __init__(self, state: dict[str, Any], arch: str, classes: int, size: tuple[int, int], out: str) -> None:
+    def __init__(self, state: dict[str, Any], info: dict[str, Any], classes: int, size: tuple[int, int],
+                 out: str) -> None:
         self.device = pick_device()
-        self.model = arrays_to_state(build_model(arch, 3, classes, min(size)), state["weights"]).to(self.device)
+        self.precision = info.get("precision")
+        self.model = arrays_to_state(build_network(info, 3, classes, min(size)), state["weights"]).to(self.device)
         self.model = self.model.to(memory_format=torch.channels_last)
         self.mean = torch.from_numpy(state["mean"]).to(self.device)
         self.std = torch.from_numpy(state["std"]).to(self.device)
@@ -210,7 +211,8 @@ class ShardEmbedder:
             if not path.exists():
                 kill_point("embed", shard.index, self.out)
                 _, images, _, _ = decode_shard(shard, self.size)
-                feats = predict_features(self.model, to_tensor(images, self.device), self.mean, self.std)
+                feats = predict_features(self.model, to_tensor(images, self.device), self.mean, self.std,
+                                         precision=self.precision)
                 vecs = feats.cpu().numpy().astype(np.float32)
                 vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -238,9 +240,10 @@ def embed_source(spec: str, out: str | Path, classifier: Any, *, address: str | 
     out = Path(out)
     items = [{"shard": json.dumps(asdict(s))} for s in shards]
     n_classes = int(model.head.out_features)
+    spec_info = {k: v for k, v in info.items() if k not in ("mean", "std")}
     gpus = 1 if ray.cluster_resources().get("GPU", 0) else 0
     ds = ray.data.from_items(items).map_batches(
-        ShardEmbedder, fn_constructor_args=(state, info["arch"], n_classes, size, str(out)), batch_size=1,
+        ShardEmbedder, fn_constructor_args=(state, spec_info, n_classes, size, str(out)), batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=max(1, min(actors, len(items)))), num_gpus=gpus)
     for _ in ds.iter_rows():
         pass

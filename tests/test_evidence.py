@@ -9,6 +9,7 @@ import pytest
 from scipy import stats
 
 from core.evidence import (
+    ARMS,
     EvidenceConfig,
     differences,
     evidence_arms,
@@ -17,10 +18,9 @@ from core.evidence import (
     run_evidence,
     write_section,
 )
-from core.experiments import budget_recipe
 from core.paired import paired_difference
 
-CFG = EvidenceConfig(fractions=(0.9, 0.5), hash_fraction=0.9, seeds=2)
+CFG = EvidenceConfig(fractions=(0.9, 0.5), hash_fraction=0.9, seeds=2, arms=ARMS)
 
 
 def test_arms_run_seed_by_seed_so_a_stopped_sweep_holds_whole_pairs() -> None:
@@ -54,8 +54,7 @@ def test_only_seeds_both_arms_ran_are_paired_and_a_zero_straddling_interval_show
 
 @pytest.fixture(scope="module")
 def sweep(digits):  # type: ignore[no-untyped-def]
-    recipe = budget_recipe(digits, "cpu")
-    return recipe, run_evidence(digits, CFG, recipe)
+    return CFG.training_recipe(digits), run_evidence(digits, CFG)
 
 
 def test_the_digits_sweep_runs_every_arm_and_pairs_them(digits, sweep) -> None:  # type: ignore[no-untyped-def]
@@ -82,7 +81,7 @@ def test_per_class_costs_give_random_the_same_shares_as_semantic(digits, sweep) 
 
 def test_the_section_is_written_in_place_and_the_rest_is_kept(digits, sweep, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     recipe, results = sweep
-    body = render(digits, results, CFG, recipe, command="python -m core evidence --dataset digits", embedding={},
+    body = render(digits, results, CFG, command="python -m core evidence --dataset digits", embedding={},
                   wall_seconds=1.0)
     assert "| semantic | 0.50 |" in body and "What the data show:" in body and "| 0.50 | 9 |" in body
     doc = tmp_path / "RESULTS.md"

@@ -11,14 +11,14 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import cache
-from core.experiments import Arm, ExperimentConfig, Subsets, budget_recipe, peek_arm, plan, result_key, run_arm
+from core.experiments import Arm, ExperimentConfig, Subsets, default_recipe, peek_arm, plan, result_key, run_arm
 from core.jobs import CANCELLED, DONE, SUPERSEDED, JobRegistry
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny(ds):  # type: ignore[no-untyped-def]
-    recipe = dataclasses.replace(budget_recipe(ds, "cpu"), epochs=1)
+    recipe = dataclasses.replace(default_recipe(ds, "cpu"), epochs=3)
     return ExperimentConfig(methods=("semantic", "random"), fractions=(1.0, 0.8), seeds=1, recipe=recipe)
 
 
@@ -29,7 +29,7 @@ def test_arm_trains_caches_and_reloads(digits) -> None:  # type: ignore[no-untyp
     sel = subsets.get(arm)
     assert sel is not None and peek_arm(digits, arm, sel, cfg.recipe) is None
     first = run_arm(digits, arm, sel, cfg.recipe)
-    assert not first.from_cache and 0.2 < first.accuracy <= 1.0  # one epoch: well above chance (0.1)
+    assert not first.from_cache and 0.2 < first.accuracy <= 1.0  # three epochs: well above chance (0.1)
     assert first.n_train == len(sel.kept)
     misses = cache.stats.misses
     again = run_arm(digits, arm, sel, cfg.recipe)
@@ -55,7 +55,7 @@ def test_plan_shares_the_full_arm() -> None:
 
 
 def test_cancel_stops_a_job_and_leaves_no_finished_result(digits) -> None:  # type: ignore[no-untyped-def]
-    cfg = dataclasses.replace(tiny(digits), recipe=dataclasses.replace(budget_recipe(digits, "cpu"), epochs=500))
+    cfg = dataclasses.replace(tiny(digits), recipe=dataclasses.replace(default_recipe(digits, "cpu"), epochs=500))
     arm = Arm("full", 1.0, 0)
     sel = Subsets(digits, cfg).get(arm)
     assert sel is not None
@@ -122,9 +122,10 @@ def test_results_files_hold_the_summary_and_every_run(digits, tmp_path: Path) ->
 
     runs = [ArmResult("semantic", 0.9, 0.9, 1212, seed, acc, 2.0, 8, "cpu", "semantic {}") for seed, acc in
             ((0, 0.98), (1, 0.96))]
-    js, table = write_results(tmp_path / "out", digits, budget_recipe(digits, "cpu"), runs)
+    js, table = write_results(tmp_path / "out", digits, default_recipe(digits, "cpu"), runs)
     doc = json.loads(js.read_text())
-    assert [r["seed"] for r in doc["runs"]] == [0, 1] and doc["recipe"]["arch"] == "cnn"
+    assert [r["seed"] for r in doc["runs"]] == [0, 1]
+    assert doc["recipe"]["name"] == "airbench-small" and doc["budget"] == "steps"
     rows = list(csv.DictReader(open(table, encoding="utf-8")))
     assert len(rows) == 1 and float(rows[0]["accuracy_mean"]) == pytest.approx(0.97) and rows[0]["seeds"] == "2"
     assert not list((tmp_path / "out").glob("*.tmp"))

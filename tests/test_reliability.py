@@ -48,9 +48,9 @@ print("RESULT", hashlib.sha256(out["Z"].tobytes()).hexdigest())
     "train": """
 import dataclasses
 from core.datasets import load_digits
-from core.experiments import Arm, ExperimentConfig, Subsets, budget_recipe, run_arm
+from core.experiments import Arm, ExperimentConfig, Subsets, default_recipe, run_arm
 ds = load_digits()
-recipe = dataclasses.replace(budget_recipe(ds, "cpu"), epochs=25)
+recipe = dataclasses.replace(default_recipe(ds, "cpu"), epochs=60)
 sel = Subsets(ds, ExperimentConfig(recipe=recipe)).get(Arm("full", 1.0, 0))
 print("STARTED", flush=True)
 r = run_arm(ds, Arm("full", 1.0, 0), sel, recipe)

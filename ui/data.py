@@ -15,13 +15,13 @@ from core.candidates import CandidateConfig, Candidates, cached_candidates
 from core.datasets import Dataset, DatasetError, load_dataset
 from core.duplicates import DuplicateIndex, build_index
 from core.embedding import EmbedConfig, Embeddings, EmbeddingUnavailable, embed
-from core.experiments import seconds_per_image_epoch
+from core.experiments import seconds_per_step
 from core.hashing import HashConfig
 from core.projection import Projection, UmapConfig, cached_projection
+from core.recipes import AnyRecipe
 from core.report import ReportConfig, build_report
 from core.results import results_version
 from core.semantic import Dendrograms, cached_dendrograms
-from core.training import TrainConfig
 from ui.state import check_allowed
 from ui.steps import step
 
@@ -81,10 +81,10 @@ def dendrograms(ds: Dataset, emb: Embeddings) -> Dendrograms | None:
                       lambda p: cached_dendrograms(ds, emb.vectors, emb.key, on_progress=p))
 
 
-def training_speed(ds: Dataset, recipe: TrainConfig) -> float | None:
-    """Seconds per image-epoch of `recipe` here (a short timed run, once per recipe and device)."""
+def training_speed(ds: Dataset, recipe: AnyRecipe) -> float | None:
+    """Seconds per optimizer step of `recipe` here (a short timed run, once per recipe and device)."""
     return step(f"speed:{ds.fingerprint}:{recipe}", "Timing the training recipe",
-                lambda p: seconds_per_image_epoch(ds, recipe))
+                lambda p: seconds_per_step(ds, recipe))
 
 
 def report_html(ds: Dataset, cfg: ReportConfig, spec: str, build: int) -> str | None:

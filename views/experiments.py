@@ -10,6 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from core import recipes
 from core.datasets import TRAIN, Dataset
 from core.device import describe
 from core.evidence import EvidenceConfig, differences, per_class_costs
@@ -19,12 +20,12 @@ from core.experiments import (
     ArmResult,
     ExperimentConfig,
     Subsets,
-    budget_recipe,
     cached_results,
+    default_recipe,
     plan,
     run_sweep,
     summarize,
-    sweep_image_epochs,
+    sweep_steps,
 )
 from ui import data
 from ui.common import open_dataset, ready, text
@@ -52,8 +53,8 @@ registry = experiment_registry()
 c1, c2, c3 = st.columns([2, 1, 1])
 c1.multiselect("Methods", list(METHODS), key="exp_methods")
 c2.number_input("Seeds", 1, 10, key="exp_seeds")
-c3.number_input("Epochs (0: budget recipe)", 0, 200, key="exp_epochs")
-recipe = budget_recipe(ds)
+c3.number_input("Epochs (0: the recipe's)", 0, 200, key="exp_epochs")
+recipe = default_recipe(ds)
 if int(st.session_state["exp_epochs"]):
     recipe = dataclasses.replace(recipe, epochs=int(st.session_state["exp_epochs"]))
 
@@ -91,9 +92,9 @@ b3.toggle("Retrain when the slider is let go", key="retrain_on_change")
 
 arms_now = plan(config((1.0, float(st.session_state["keep_fraction"]))))
 speed = data.training_speed(ds, recipe)
-minutes = None if speed is None else speed * sweep_image_epochs(ds, config(()), arms_now) / 60
+minutes = None if speed is None else speed * sweep_steps(ds, config(()), arms_now) / 60
 eta = "" if minutes is None else f", about {minutes:.0f} min if none is cached"
-st.caption(f"Recipe: {recipe.arch}, {recipe.epochs} epochs, batch {recipe.batch_size}, on {describe()}. "
+st.caption(f"Recipe: {recipes.describe(recipe, 'steps')}, on {describe()}. "
            f"This setting: {len(arms_now)} runs{eta}.")
 
 
