@@ -7,7 +7,7 @@ import os
 
 import streamlit as st
 
-from core.device import describe
+from core.data.device import describe
 from ui.data import cache_status
 from ui.pages import PAGES
 from ui.state import ensure_state

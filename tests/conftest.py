@@ -17,7 +17,8 @@ os.environ["REDEX_JUDGMENTS_DIR"] = tempfile.mkdtemp(prefix="redex-test-judgment
 # (tests of the drawing-at-once behaviour set 0 themselves).
 os.environ.setdefault("REDEX_STEP_WAIT", "600")
 
-CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpg"
+ROOT = Path(__file__).resolve().parents[1]
+CIFAR = ROOT.parent / "shared" / "data" / "cifar10-jpg"
 needs_cifar = pytest.mark.skipif(not (CIFAR / "train").is_dir(), reason=f"CIFAR-10 JPEGs not found at {CIFAR}")
 
 
@@ -28,7 +29,7 @@ def cache_root() -> Path:
 
 @pytest.fixture(scope="session")
 def planted_folder(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    from core.synthetic import write_planted_folder
+    from core.data.synthetic import write_planted_folder
 
     root = tmp_path_factory.mktemp("planted")
     return root, write_planted_folder(root)
@@ -36,7 +37,7 @@ def planted_folder(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no
 
 @pytest.fixture(scope="session")
 def digits():  # type: ignore[no-untyped-def]
-    from core.datasets import load_digits
+    from core.data.datasets import load_digits
 
     return load_digits()
 
@@ -51,8 +52,8 @@ def tree_snapshot(root: Path) -> dict[str, bytes]:
 def local_ray():  # type: ignore[no-untyped-def]
     """A local Ray with 2 CPUs for the whole session (skips where Ray is missing or cannot start)."""
     ray = pytest.importorskip("ray", reason="Ray is not installed")
-    from core.ray_runtime import connect
-    from core.shards import ScaleError
+    from core.data.shards import ScaleError
+    from core.pipelines.ray_runtime import connect
 
     try:
         connect(None, num_cpus=2)
@@ -99,3 +100,32 @@ def scale_job(local_ray, planted_folder, tmp_path_factory):  # type: ignore[no-u
 
         assert main(["scale", step, "--source", f"imagefolder:{root}", "--out", str(out), "--epochs", "3"]) == 0
     return root, out
+
+
+# --- page helpers: `from conftest import page, metric` ----------------------------------------------------------
+PAGE_TIMEOUT = 300  # a first run may train the digits embedding and compile numba kernels
+
+
+def page(path: str, *, timeout: float = PAGE_TIMEOUT, spec: str | None = None, **state: object):  # type: ignore[no-untyped-def]
+    """An AppTest of one page file (relative to the project), with session state set before its first run."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / path), default_timeout=timeout)
+    if spec is not None:
+        at.session_state["dataset"] = spec
+    for k, v in state.items():
+        at.session_state[k] = v
+    return at
+
+
+def metric_text(at, label: str) -> str:  # type: ignore[no-untyped-def]
+    """The value of the first metric whose label starts with `label`, as shown."""
+    for m in at.metric:
+        if m.label.startswith(label):
+            return str(m.value)
+    raise AssertionError(f"no metric {label!r}: {[m.label for m in at.metric]}")
+
+
+def metric(at, label: str) -> float:  # type: ignore[no-untyped-def]
+    """The number a metric shows (its first word, without thousands separators or %)."""
+    return float(metric_text(at, label).split()[0].replace(",", "").rstrip("%"))

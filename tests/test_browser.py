@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -15,10 +16,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from ui.pages import PAGES
 
-ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "artifacts" / "screenshots"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -34,39 +35,70 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a server and everything it started (its own process group): SIGTERM, then SIGKILL what is left."""
+    pgid = proc.pid  # start_new_session: the server leads its own group
+    if _group_alive(pgid):
+        os.killpg(pgid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        pass
+    deadline = time.time() + 10
+    while _group_alive(pgid) and time.time() < deadline:
+        time.sleep(0.2)
+    if _group_alive(pgid):
+        os.killpg(pgid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
 def _serve(log_dir: Path, env: dict[str, str]):  # type: ignore[no-untyped-def]
-    """`streamlit run app.py` on a free port until the generator is closed; yields its URL."""
+    """`streamlit run app.py` on a free port until the generator is closed; yields (URL, process).
+
+    The server runs in a process group of its own, stopped with all its children in a `finally`: no
+    process outlives the tests (test_no_server_outlives_its_fixture)."""
     port = _free_port()
     log = open(log_dir / "streamlit.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
          "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env})
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env}, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read().strip() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail(f"streamlit did not answer on {url}: {open(log.name).read()[-2000:]}")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read().strip() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail(f"streamlit did not answer on {url}: {open(log.name).read()[-2000:]}")
+        yield url, proc
+    finally:
+        stop_group(proc)
+        log.close()
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    yield from _serve(tmp_path_factory.mktemp("server"), {})
+    for url, _ in _serve(tmp_path_factory.mktemp("server"), {}):
+        yield url
 
 
 @pytest.fixture(scope="module")
 def scale_server(scale_job, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """The app opened on a Ray result folder (REDEX_DATASET=scale:FOLDER)."""
-    yield from _serve(tmp_path_factory.mktemp("scale-server"), {"REDEX_DATASET": f"scale:{scale_job[1]}"})
+    for url, _ in _serve(tmp_path_factory.mktemp("scale-server"), {"REDEX_DATASET": f"scale:{scale_job[1]}"}):
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +152,7 @@ def test_page_in_a_real_browser(server: str, browser, path: str) -> None:  # typ
 
 
 def test_a_first_request_by_url_on_a_fresh_server_shows_the_apps_navigation(browser, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    for url in _serve(tmp_path, {}):
+    for url, _ in _serve(tmp_path, {}):
         page = _open(browser, f"{url}/near_duplicates", "fresh-deep-link")
         nav = page.locator("[data-testid='stSidebarNav']").inner_text()
         assert [t for t, _ in [(title, 0) for _, title, _ in PAGES] if t not in nav] == [], nav
@@ -141,14 +173,14 @@ def test_result_folder_in_a_real_browser(scale_server: str, browser) -> None:  #
 @pytest.fixture(scope="module")
 def training_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """A fresh server and an empty cache on a folder whose embedding network trains for a while."""
-    from core.synthetic import write_planted_folder
+    from core.data.synthetic import write_planted_folder
 
     root = tmp_path_factory.mktemp("slow-planted")
     write_planted_folder(root, n_classes=4, per_class=40, seed=3)  # 64x64: about a minute of training here
     logs = tmp_path_factory.mktemp("training-server")
     env = {"REDEX_DATASET": f"imagefolder:{root}", "REDEX_CACHE_DIR": str(logs / "cache"), "REDEX_STEP_WAIT": "1",
            "REDEX_LOG": "INFO"}
-    for url in _serve(logs, env):
+    for url, _ in _serve(logs, env):
         yield url, logs
 
 
@@ -214,7 +246,7 @@ def test_review_judges_with_the_keyboard_and_a_restarted_server_keeps_every_judg
 
     env = {"REDEX_CACHE_DIR": str(tmp_path / "cache"), "REDEX_JUDGMENTS_DIR": str(tmp_path / "judgments")}
     first = _serve(tmp_path, env)
-    url = next(first)
+    url, _ = next(first)
     page = _open(browser, f"{url}/review", "review-start")
     page.locator("h1").first.click()  # focus the page, not a widget: keys go to the shortcuts
     for n, key in enumerate(["1", "2", "4", "3"], start=1):  # same photo, near-duplicate, different, similar
@@ -234,9 +266,20 @@ def test_review_judges_with_the_keyboard_and_a_restarted_server_keeps_every_judg
     assert labels == ["same", "near", "different", "similar"]
 
     second = _serve(tmp_path, env)
-    url = next(second)
+    url, _ = next(second)
     page = _open(browser, f"{url}/review", "review-after-restart")
     assert "4 of" in _judged_text(page)
     assert "Pair 5 of" in _pair_line(page)  # it opens at the first pair not judged yet
     page.close()
     second.close()
+
+
+def test_no_server_outlives_its_fixture(tmp_path: Path) -> None:
+    """A served app, closed as a fixture closes it, leaves no process of its group and no open port behind."""
+    serving = _serve(tmp_path, {})
+    url, proc = next(serving)
+    assert urllib.request.urlopen(f"{url}/_stcore/health", timeout=5).read().strip() == b"ok"
+    serving.close()  # what pytest does at the fixture's teardown
+    assert proc.poll() is not None and not _group_alive(proc.pid)
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)

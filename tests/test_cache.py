@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from core import cache
-from core.hashing import HashConfig
+from core.data import cache
+from core.features.hashing import HashConfig
 
 
 def test_second_call_does_not_recompute() -> None:

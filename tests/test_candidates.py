@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
 
-from core.candidates import CandidateConfig, find_candidates, nearest, pixel_cue
-from core.datasets import TEST, TRAIN, make_dataset
-from core.pair_score import PairScoreConfig, similarity
-from core.synthetic import base_image
+from core.data.datasets import TEST, TRAIN, make_dataset
+from core.data.synthetic import base_image
+from core.features.pair_score import PairScoreConfig, similarity
+from core.selections.candidates import CandidateConfig, find_candidates, nearest, pixel_cue
 
 CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpg"
 
@@ -155,11 +155,12 @@ def test_network_and_hash_cues_add_their_pairs(monkeypatch: pytest.MonkeyPatch) 
     """The network cue adds each image's nearest neighbours in a cached embedding (here a planted one in which
     every test image sits on a random training image); the hash cue adds every pHash pair within its radius,
     the test image first."""
-    import core.candidates as cands_mod
-    from core.datasets import load_digits
-    from core.duplicates import LEAK, build_index
-    from core.embedding import Embeddings
-    from core.hashing import HashConfig
+    import core.selections.candidates as cands_mod
+    from core.data.datasets import load_digits
+    from core.data.scope import Scope
+    from core.features.embedding import Embeddings
+    from core.features.hashing import HashConfig
+    from core.selections.duplicates import build_index
 
     ds = load_digits()
     rng = np.random.default_rng(5)
@@ -174,7 +175,7 @@ def test_network_and_hash_cues_add_their_pairs(monkeypatch: pytest.MonkeyPatch) 
     assert all((int(t), int(m)) in pairs for t, m in zip(test, twin))
     assert "network" in set(found.cue.tolist())
     index = build_index(ds, HashConfig("phash", 8))
-    near = (index.pairs.d <= 6) & (index.scope == LEAK)
+    near = (index.pairs.d <= 6) & (index.scope == Scope.LEAKAGE.code)
     for i, j in zip(index.pairs.i[near], index.pairs.j[near]):
         t, m = (int(i), int(j)) if ds.split[i] == TEST else (int(j), int(i))
         assert (t, m) in pairs
@@ -183,7 +184,7 @@ def test_network_and_hash_cues_add_their_pairs(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_within_pairs_are_kept_whichever_end_found_them() -> None:
-    from core.datasets import load_digits
+    from core.data.datasets import load_digits
 
     ds = load_digits()
     found = find_candidates(ds, "within", CandidateConfig(sides=(16,), query_shift=0, top_k=1, network=False,
@@ -204,11 +205,11 @@ def test_a_network_embedding_that_arrives_later_adds_its_pairs_without_rescoring
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The pixel views' and hashes' pairs are cached on their own: once an embedding is on disk only the pairs it
     adds are scored (one new cache entry, keyed by that embedding), and the list equals find_candidates'."""
-    import core.candidates as cands_mod
-    from core import cache
-    from core.candidates import cached_candidates
-    from core.datasets import load_digits
-    from core.embedding import Embeddings
+    import core.selections.candidates as cands_mod
+    from core.data import cache
+    from core.data.datasets import load_digits
+    from core.features.embedding import Embeddings
+    from core.selections.candidates import cached_candidates
 
     ds = load_digits()
     cfg = CandidateConfig(hash_radius=0, score=PairScoreConfig(zooms=()))
@@ -237,7 +238,7 @@ def test_a_network_embedding_that_arrives_later_adds_its_pairs_without_rescoring
 
 
 def test_top_per_query_keeps_each_querys_best_pairs() -> None:
-    from core.candidates import top_per_query
+    from core.selections.candidates import top_per_query
 
     rng = np.random.default_rng(8)
     a = rng.integers(0, 30, 400)
@@ -248,7 +249,7 @@ def test_top_per_query_keeps_each_querys_best_pairs() -> None:
 
 
 def test_query_views_shift_and_mirror_and_shifted_moves_the_content() -> None:
-    from core.candidates import query_views, shifted
+    from core.selections.candidates import query_views, shifted
 
     assert len(query_views(CandidateConfig(), 32)) == 10  # as it is and four shifts, each also mirrored
     assert len(query_views(CandidateConfig(query_shift=0), 32)) == 2
@@ -262,7 +263,7 @@ def test_query_views_shift_and_mirror_and_shifted_moves_the_content() -> None:
 def test_within_a_class_the_twin_is_found_however_many_look_alikes_other_classes_hold() -> None:
     """Within-class candidates search each class on its own: a copy in class 0 is found even when ten
     closer look-alikes of it sit in class 1 and would fill a search over every class."""
-    from core.datasets import make_dataset
+    from core.data.datasets import make_dataset
 
     rng = np.random.default_rng(9)
     photo = np.asarray(base_image(rng, 32))

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
 
 
 def run(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:
@@ -20,7 +20,7 @@ def test_duplicates_then_export(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     out = run("duplicates", "--dataset", "digits", "--radius", "4", cache=cache)
     assert out.returncode == 0, out.stderr
-    assert "train/test leakage:" in out.stdout and "within-class:" in out.stdout
+    assert "train/test leakage:" in out.stdout and "Within class:" in out.stdout
     removed = int(out.stdout.split("dedup (within class, train): removes ")[1].split(" ")[0].replace(",", ""))
     target = tmp_path / "export"
     exp = run("export", "--dataset", "digits", "--radius", "4", "--out", str(target), "--images", cache=cache)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.datasets import TEST, TRAIN, DatasetError, load_dataset, load_image_folder, load_torchvision
+from core.data.datasets import TEST, TRAIN, DatasetError, load_dataset, load_image_folder, load_torchvision
 from tests import bad_corpus
 from tests.conftest import tree_snapshot
 
@@ -48,7 +48,7 @@ def test_bad_corpus_is_reported_and_left_untouched(tmp_path: Path) -> None:
 
 
 def test_second_open_reads_the_cache(planted_folder) -> None:  # type: ignore[no-untyped-def]
-    from core import cache
+    from core.data import cache
 
     root, _ = planted_folder
     first = load_image_folder(root)

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from core import device, recipes
-from core.embedding import EmbedConfig, train_config
-from core.experiments import default_recipe
-from core.onecycle import TrainConfig, train_one_cycle
-from core.training import Recipe, autocast, mixed_precision, resolve_precision
+from core.data import device
+from core.features import recipes
+from core.features.embedding import EmbedConfig, train_config
+from core.features.onecycle import TrainConfig, train_one_cycle
+from core.features.training import Recipe, autocast, mixed_precision, resolve_precision
+from core.pipelines.experiments import default_recipe
 
 
 @pytest.fixture

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.datasets import TEST, TRAIN, load_image_folder
-from core.duplicates import (
+from core.data.datasets import TEST, TRAIN, load_image_folder
+from core.data.scope import Scope
+from core.features.hashing import HashConfig
+from core.selections.duplicates import (
     DEFAULT_RADIUS,
     build_index,
     exact_groups,
@@ -14,7 +16,6 @@ from core.duplicates import (
     hash_selection,
     leaked_test_images,
 )
-from core.hashing import HashConfig
 
 
 def _found_pairs(groups, ds, same_split: bool, same_class: bool) -> set[tuple[int, int]]:  # type: ignore[no-untyped-def]
@@ -38,8 +39,8 @@ def planted(planted_folder):  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("method", ["phash", "dhash"])
 @pytest.mark.parametrize("scope,same_split,same_class", [
-    ("within-class", True, True), ("cross-class", True, False), ("train-test", False, False),
-], ids=["within-class", "label-conflicts", "train-test-leakage"])
+    (Scope.WITHIN, True, True), (Scope.CROSS, True, False), (Scope.LEAKAGE, False, False),
+], ids=[Scope.WITHIN, "label-conflicts", "train-test-leakage"])
 def test_precision_and_recall_are_one_at_default_radius(planted, method, scope, same_split, same_class):  # type: ignore[no-untyped-def]
     ds, truth, index_of = planted
     index = build_index(ds, HashConfig(method, 8))
@@ -67,13 +68,13 @@ def test_counts_and_leakage(planted):  # type: ignore[no-untyped-def]
 def test_nothing_found_just_below_distance(planted):  # type: ignore[no-untyped-def]
     ds, _, _ = planted
     index = build_index(ds, HashConfig("phash", 8))
-    g0, g4 = groups_at(index, 0, "within-class"), groups_at(index, DEFAULT_RADIUS, "within-class")
+    g0, g4 = groups_at(index, 0, Scope.WITHIN), groups_at(index, DEFAULT_RADIUS, Scope.WITHIN)
     assert g0.n_images < g4.n_images  # planted copies at distance 2..4 join only at the default radius
 
 
 def _toy_index():  # type: ignore[no-untyped-def]
-    from core.duplicates import DuplicateIndex, pair_scopes
-    from core.neighbors import find_pairs
+    from core.features.neighbors import find_pairs
+    from core.selections.duplicates import DuplicateIndex, pair_scopes
 
     codes = np.zeros((4, 8), np.uint8)
     codes[1, 0] = 0b1  # 1 bit from 0
@@ -87,10 +88,10 @@ def _toy_index():  # type: ignore[no-untyped-def]
 def test_keep_policies_and_diameter() -> None:
     index = _toy_index()
     sizes = np.array([[8, 8], [8, 8], [32, 32], [8, 8]], np.int32)
-    first = groups_at(index, 1, "within-class", "first", sizes)
+    first = groups_at(index, 1, Scope.WITHIN, "first", sizes)
     assert len(first) == 1 and first.keep[0] == 0 and first.diameter[0] == 3  # the chain is visible
-    assert groups_at(index, 1, "within-class", "largest", sizes).keep[0] == 2
-    medoid = groups_at(index, 1, "within-class", "medoid", sizes)
+    assert groups_at(index, 1, Scope.WITHIN, "largest", sizes).keep[0] == 2
+    medoid = groups_at(index, 1, Scope.WITHIN, "medoid", sizes)
     assert medoid.keep[0] == 1  # sum of distances 1+1+2 = 4, ties broken by the lowest index
     assert list(medoid.distances(0)) == [1, 0, 1, 2]
 
@@ -100,6 +101,6 @@ def test_bad_parameters() -> None:
     with pytest.raises(ValueError, match="scope"):
         groups_at(index, 1, "everything")
     with pytest.raises(ValueError, match="keep rule"):
-        groups_at(index, 1, "within-class", "newest")
+        groups_at(index, 1, Scope.WITHIN, "newest")
     with pytest.raises(ValueError, match="radius"):
         groups_at(index, 13)

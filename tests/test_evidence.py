@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from core.evidence import (
+from core.pipelines.evidence import (
     ARMS,
     EvidenceConfig,
     differences,
@@ -18,7 +18,7 @@ from core.evidence import (
     run_evidence,
     write_section,
 )
-from core.paired import paired_difference
+from core.pipelines.paired import paired_difference
 
 CFG = EvidenceConfig(fractions=(0.9, 0.5), hash_fraction=0.9, seeds=2, arms=ARMS)
 
@@ -94,10 +94,31 @@ def test_the_section_is_written_in_place_and_the_rest_is_kept(digits, sweep, tmp
 
 
 def test_arms_can_be_chosen_and_unknown_ones_are_refused() -> None:
-    from core.evidence import EvidenceConfig, evidence_arms
+    from core.pipelines.evidence import EvidenceConfig, evidence_arms
 
     arms = evidence_arms(EvidenceConfig(fractions=(0.9, 0.5), seeds=2, arms=("semantic", "random")))
     assert {a.method for a in arms} == {"semantic", "random"} and len(arms) == 2 * 2 * 2
     assert [a.seed for a in arms] == sorted(a.seed for a in arms)  # still seed-major
     with pytest.raises(ValueError, match="arms"):
         EvidenceConfig(arms=("semantic", "best"))
+
+
+def test_the_budget_curve_says_where_the_verdict_turns() -> None:
+    from core.pipelines.charts import budget_svg
+    from core.pipelines.evidence import BudgetPoint, render_budget, where_it_turns
+    from core.pipelines.paired import PairedDifference
+
+    def d(mean: float, n: int = 5) -> PairedDifference:
+        return PairedDifference("semantic", "random", 0.5, n, mean, 0.004, mean - 0.005, mean + 0.005)
+
+    points = [BudgetPoint("onecycle-cpu", "epochs", 3, 0.79, (d(-0.09),)),
+              BudgetPoint("airbench-cpu, 2 epochs", "steps", 3, 0.83, (d(-0.01),)),
+              BudgetPoint("airbench-cpu", "steps", 5, 0.891, (d(+0.012),))]
+    said = where_it_turns(points)
+    assert "turns between 83.0% and 89.1%" in said and "airbench-cpu, 2 epochs → airbench-cpu" in said
+    assert "semantic is ahead from there on" in said
+    assert "stays behind" in where_it_turns(points[:2])
+    table = render_budget(points)
+    assert "| airbench-cpu (budget steps) | 89.10 | 5 | +1.20 (+0.70 to +1.70, 5 seeds) |" in table
+    svg = budget_svg(points)
+    assert svg.count("<circle") == 3 and "keep 0.50" in svg

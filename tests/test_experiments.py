@@ -8,13 +8,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from streamlit.testing.v1 import AppTest
+from conftest import page
 
-from core import cache
-from core.experiments import Arm, ExperimentConfig, Subsets, default_recipe, peek_arm, plan, result_key, run_arm
-from core.jobs import CANCELLED, DONE, SUPERSEDED, JobRegistry
-
-ROOT = Path(__file__).resolve().parents[1]
+from core.data import cache
+from core.pipelines.experiments import (
+    Arm,
+    ExperimentConfig,
+    Subsets,
+    default_recipe,
+    peek_arm,
+    plan,
+    result_key,
+    run_arm,
+)
+from core.pipelines.jobs import CANCELLED, DONE, SUPERSEDED, JobRegistry
 
 
 def tiny(ds):  # type: ignore[no-untyped-def]
@@ -85,7 +92,7 @@ def test_newer_slider_position_supersedes_queued_work() -> None:
 
 
 def test_page_queues_a_job_and_shows_its_result() -> None:
-    at = AppTest.from_file(str(ROOT / "views/experiments.py"), default_timeout=300)
+    at = page("views/experiments.py", timeout=300)
     at.session_state["exp_epochs"] = 1
     at.session_state["exp_seeds"] = 1
     at.session_state["exp_methods"] = ["semantic", "random"]
@@ -118,7 +125,7 @@ def test_results_files_hold_the_summary_and_every_run(digits, tmp_path: Path) ->
     import csv
     import json
 
-    from core.experiments import ArmResult, write_results
+    from core.pipelines.experiments import ArmResult, write_results
 
     runs = [ArmResult("semantic", 0.9, 0.9, 1212, seed, acc, 2.0, 8, "cpu", "semantic {}") for seed, acc in
             ((0, 0.98), (1, 0.96))]

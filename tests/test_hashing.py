@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.hashing import METHODS, HashConfig, hash_images, reference_hash, resize_gray, to_hex
+from core.features.hashing import METHODS, HashConfig, hash_images, reference_hash, resize_gray, to_hex
 from tests.conftest import CIFAR, needs_cifar
 
 CONFIGS = [HashConfig(m, s) for m in METHODS for s in (8, 16)]
@@ -46,7 +46,7 @@ def test_resize_matches_pillow_for_both_pass_orders() -> None:
 
 def test_hash_invariants() -> None:
     """Metamorphic checks in imagehash's style: a copy is at 0, a transpose is far."""
-    from core.neighbors import find_pairs
+    from core.features.neighbors import find_pairs
 
     img = np.random.default_rng(3).integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)
     smooth = np.repeat(np.repeat(img[:, ::8, ::8], 8, axis=1), 8, axis=2)
@@ -70,7 +70,7 @@ def test_matrix_route_is_used_and_exact_for_common_shapes() -> None:
     shapes, and equal Pillow on many images, not only the probe."""
     from PIL import Image
 
-    from core.hashing import _route
+    from core.features.hashing import _route
 
     rng = np.random.default_rng(5)
     for h, w, oh, ow in [(32, 32, 8, 8), (32, 32, 8, 9), (32, 32, 16, 16), (8, 8, 8, 9), (28, 20, 16, 16)]:

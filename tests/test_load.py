@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import resource
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
+from conftest import page
 
 from tests.conftest import CIFAR, needs_cifar
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.load
 
 
@@ -19,8 +18,8 @@ def peak_mb() -> float:
 
 
 def test_million_hash_search_finds_every_planted_pair() -> None:
-    from core.neighbors import find_pairs
-    from core.synthetic import planted_codes
+    from core.data.synthetic import planted_codes
+    from core.features.neighbors import find_pairs
 
     codes, planted = planted_codes(1_000_000, 10_000, 8, seed=0)
     pairs = find_pairs(codes, 8)
@@ -31,10 +30,9 @@ def test_million_hash_search_finds_every_planted_pair() -> None:
 
 @needs_cifar
 def test_five_concurrent_sessions_get_the_same_result() -> None:
-    from streamlit.testing.v1 import AppTest
 
     def session(k: int) -> tuple[str, ...]:
-        at = AppTest.from_file(str(ROOT / "views/near_duplicates.py"), default_timeout=900)
+        at = page("views/near_duplicates.py", timeout=900)
         at.session_state["dataset"] = f"imagefolder:{CIFAR}"
         at.session_state["dup_method"] = "hash"
         at.run()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.neighbors import Plan, _radii, _split_bits, brute_force_pairs, find_pairs, plan_search, to_words
-from core.synthetic import planted_codes
+from core.data.synthetic import planted_codes
+from core.features.neighbors import Plan, _radii, _split_bits, brute_force_pairs, find_pairs, plan_search, to_words
 
 
 def same(a, b) -> bool:  # type: ignore[no-untyped-def]

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from core.pair_score import PairScoreConfig, detail, pair_scores, score_pairs, similarity
-from core.synthetic import base_image
+from core.data.synthetic import base_image
+from core.features.pair_score import PairScoreConfig, detail, pair_scores, score_pairs, similarity
 
 
 def test_the_pair_score_is_one_for_a_shifted_flipped_copy_and_matches_a_direct_correlation() -> None:
@@ -72,7 +72,7 @@ def test_pairs_by_index_score_as_the_definition_whatever_the_chunk() -> None:
     """score_pairs prepares each image once per chunk; queries that repeat (as in a candidate list) and
     chunks that split a query's pairs give the definition's number: the mean of the direct image and
     detail correlations, best over shifts and the mirror, and over both images zoomed."""
-    from core.pair_score import zoomed
+    from core.features.pair_score import zoomed
 
     rng = np.random.default_rng(6)
     images = np.stack([np.asarray(base_image(rng, 32)) for _ in range(12)])

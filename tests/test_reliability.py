@@ -11,14 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT, page
 
 # Each case prints STARTED when its long computation begins, and RESULT <digest> at the end.
 CASES = {
     "decode": """
-from core.synthetic import write_planted_folder
-from core.datasets import load_image_folder
+from core.data.synthetic import write_planted_folder
+from core.data.datasets import load_image_folder
 root = Path(sys.argv[1])
 if not (root / "train").exists():
     write_planted_folder(root, n_classes=10, per_class=250, seed=1)
@@ -27,16 +26,16 @@ ds = load_image_folder(root, workers=1)
 print("RESULT", ds.fingerprint)
 """,
     "embed": """
-from core.datasets import load_digits
-from core.embedding import EmbedConfig, embed
+from core.data.datasets import load_digits
+from core.features.embedding import EmbedConfig, embed
 ds = load_digits()
 print("STARTED", flush=True)
 e = embed(ds, EmbedConfig(epochs=25))
 print("RESULT", hashlib.sha256(np.round(e.vectors, 4).tobytes()).hexdigest())
 """,
     "cluster": """
-from core import cache
-from core.semantic import build_dendrograms
+from core.data import cache
+from core.selections.semantic import build_dendrograms
 rng = np.random.default_rng(0)
 x = rng.normal(size=(7000, 16)).astype(np.float32)
 x /= np.linalg.norm(x, axis=1, keepdims=True)
@@ -47,8 +46,8 @@ print("RESULT", hashlib.sha256(out["Z"].tobytes()).hexdigest())
 """,
     "train": """
 import dataclasses
-from core.datasets import load_digits
-from core.experiments import Arm, ExperimentConfig, Subsets, default_recipe, run_arm
+from core.data.datasets import load_digits
+from core.pipelines.experiments import Arm, ExperimentConfig, Subsets, default_recipe, run_arm
 ds = load_digits()
 recipe = dataclasses.replace(default_recipe(ds, "cpu"), epochs=60)
 sel = Subsets(ds, ExperimentConfig(recipe=recipe)).get(Arm("full", 1.0, 0))
@@ -136,7 +135,6 @@ def test_two_processes_racing_for_one_entry_agree(tmp_path: Path) -> None:
 def test_file_names_render_as_text_not_html(tmp_path: Path) -> None:
     """A class named like an HTML tag shows up as text in the page (dataframe cells, escaped hover)."""
     from PIL import Image
-    from streamlit.testing.v1 import AppTest
 
     from ui.common import text
 
@@ -146,7 +144,7 @@ def test_file_names_render_as_text_not_html(tmp_path: Path) -> None:
         Image.new("RGB", (12, 12), (k * 60, 10, 10)).save(tmp_path / evil / f"{k}.png")
     (tmp_path / "plain").mkdir()
     Image.new("RGB", (12, 12), (0, 200, 0)).save(tmp_path / "plain" / "a.png")
-    at = AppTest.from_file(str(ROOT / "views/near_duplicates.py"), default_timeout=300)
+    at = page("views/near_duplicates.py", timeout=300)
     at.session_state["dataset"] = f"imagefolder:{tmp_path}"
     at.run()
     assert not at.exception, [e.value for e in at.exception]

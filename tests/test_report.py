@@ -7,11 +7,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
-from core.datasets import load_image_folder
-from core.report import ReportConfig, build_report, to_pdf, write_report
+from core.data.datasets import load_image_folder
+from core.pipelines.report import build_report, to_pdf, write_report
+from core.pipelines.settings import NearDupSettings, Settings
 
-ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "artifacts" / "screenshots"
 EVIL = "<img src=x onerror=alert(1)>"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -21,14 +22,15 @@ SECTIONS = ("summary", "per-class", "clusters", "leakage", "retraining", "settin
 @pytest.fixture(scope="module")
 def evil_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A planted folder whose first class is named like HTML, and its report."""
-    from core.synthetic import write_planted_folder
+    from core.data.synthetic import write_planted_folder
 
     root = tmp_path_factory.mktemp("evil-report")
     write_planted_folder(root, n_classes=3, per_class=12, seed=5)
     for split in ("train", "test"):
         (root / split / "class0").rename(root / split / EVIL)
     ds = load_image_folder(root)
-    page = build_report(ds, ReportConfig(radius=8, clusters=3, leaks=3), dataset_spec=f"imagefolder:{root}")
+    settings = Settings(f"imagefolder:{root}", NearDupSettings(method="hash", radius=8))
+    page = build_report(ds, settings, clusters=3, leaks=3)
     return write_report(page, root.parent / "evil-report.html"), page
 
 

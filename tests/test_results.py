@@ -10,16 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import metric_text, page
 from streamlit.testing.v1 import AppTest
 
 from core.cli import main
-from core.datasets import DatasetError, load_dataset, load_image_folder
-from core.duplicates import DEFAULT_RADIUS, build_index, dedup_selection, groups_at
-from core.hashing import HashConfig, dataset_hashes
-from core.projection import drawn_points
+from core.data.datasets import DatasetError, load_dataset, load_image_folder
+from core.data.scope import Scope
+from core.features.hashing import HashConfig, dataset_hashes
+from core.features.projection import drawn_points
+from core.selections.duplicates import DEFAULT_RADIUS, build_index, dedup_selection, groups_at
 from ui.pages import PAGES
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def test_result_folder_is_the_same_dataset(job) -> None:  # type: ignore[no-unty
     cfg = HashConfig("phash", 8)
     assert np.array_equal(dataset_hashes(ds, cfg), dataset_hashes(ref, cfg))
     a, b = build_index(ds, cfg), build_index(ref, cfg)
-    ga, gb = groups_at(a, DEFAULT_RADIUS, "within-class"), groups_at(b, DEFAULT_RADIUS, "within-class")
+    ga, gb = groups_at(a, DEFAULT_RADIUS, Scope.WITHIN), groups_at(b, DEFAULT_RADIUS, Scope.WITHIN)
     assert [list(ga.group(g)) for g in range(len(ga))] == [list(gb.group(g)) for g in range(len(gb))]
     assert np.array_equal(dedup_selection(a, 4, ds.split, ds.sizes).keep,
                           dedup_selection(b, 4, ref.split, ref.sizes).keep)
@@ -49,8 +49,8 @@ def test_result_folder_holds_what_the_job_decided(job) -> None:  # type: ignore[
     import pandas as pd
     import pyarrow.parquet as pq
 
-    from core.embedding import embed
-    from core.semantic import build_dendrograms, semantic_selection
+    from core.features.embedding import embed
+    from core.selections.semantic import build_dendrograms, semantic_selection
 
     _, out = job
     ds = load_dataset(f"scale:{out}")
@@ -72,8 +72,8 @@ def test_result_folder_holds_what_the_job_decided(job) -> None:  # type: ignore[
 
 
 def test_parquet_and_webdataset_results_read_their_images_back(local_ray, sources, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from core.result_folder import write_results
-    from core.scale import hash_source
+    from core.pipelines.result_folder import write_results
+    from core.pipelines.scale import hash_source
 
     root, parquet, wds = sources
     ref = load_image_folder(root)
@@ -106,8 +106,8 @@ def test_unreadable_image_is_a_grey_tile_with_its_reason(job, tmp_path) -> None:
 
 
 def test_foreign_stale_and_missing_folders_are_refused(job, planted_folder, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from core.scale import hash_source
-    from core.shards import ScaleError
+    from core.data.shards import ScaleError
+    from core.pipelines.scale import hash_source
 
     root, out = job
     with pytest.raises(DatasetError, match="no job.json"):
@@ -143,15 +143,7 @@ def test_map_draws_a_fixed_sample_above_its_limit() -> None:
 
 
 def _page(path: str, spec: str, **state: object) -> AppTest:
-    at = AppTest.from_file(str(ROOT / path), default_timeout=300)
-    at.session_state["dataset"] = spec
-    for k, v in state.items():
-        at.session_state[k] = v
-    return at.run()
-
-
-def _metric(at: AppTest, label: str) -> str:
-    return next(str(m.value) for m in at.metric if m.label.startswith(label))
+    return page(path, spec=spec, **state).run()
 
 
 @pytest.mark.parametrize("path", [p for p, _, _ in PAGES], ids=lambda p: Path(p).stem)
@@ -167,12 +159,12 @@ def test_pages_show_the_numbers_of_the_source(job) -> None:  # type: ignore[no-u
     ours = _page("views/near_duplicates.py", f"scale:{out}", dup_method="hash")  # a Ray folder has hashes only
     theirs = _page("views/near_duplicates.py", f"imagefolder:{root}", dup_method="hash")
     for label in ("Groups (within class)", "Images removed", "Leaked test images"):
-        assert _metric(ours, label) == _metric(theirs, label)
-    assert _metric(ours, "Images removed") == "15"
+        assert metric_text(ours, label) == metric_text(theirs, label)
+    assert metric_text(ours, "Images removed") == "15"
     home = _page("views/home.py", f"scale:{out}")
     assert any("A Ray result folder of imagefolder:" in c.value and "remove 15" in c.value for c in home.caption)
     experiments = _page("views/experiments.py", f"scale:{out}")
-    assert any("Retraining needs every training image" in i.value for i in experiments.info)
+    assert any("Retraining needs every image decoded on this machine" in i.value for i in experiments.info)
 
 
 def test_allow_list_covers_the_source_of_a_result_folder(job, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
@@ -209,23 +201,24 @@ def test_duplicates_only_folder_explains_the_missing_embedding(local_ray, plante
     out = tmp_path / "dup-only"
     assert main(["scale", "duplicates", "--source", f"imagefolder:{planted_folder[0]}", "--out", str(out)]) == 0
     home = _page("views/home.py", f"scale:{out}")
-    assert not home.exception and _metric(home, "Semantic redundancy") == "no embeddings"
+    assert not home.exception and metric_text(home, "Images") == "75", "the rest of Home draws"
+    assert any("python -m core scale semantic" in i.value for i in home.info), "the semantic tile says what to run"
     semantic = _page("views/semantic.py", f"scale:{out}")
     assert not semantic.exception and not semantic.error
     assert any("python -m core scale semantic" in i.value for i in semantic.info)
-    from core.results import results_version
+    from core.pipelines.results import results_version
 
     before = results_version(out)
     assert main(["scale", "semantic", "--source", f"imagefolder:{planted_folder[0]}", "--out", str(out),
                  "--epochs", "2"]) == 0
     assert results_version(out) != before  # the app's memo key: the folder is reopened, not served stale
     semantic = _page("views/semantic.py", f"scale:{out}")
-    assert not semantic.exception and _metric(semantic, "Kept (required)") == "49"
+    assert not semantic.exception and metric_text(semantic, "Kept (required)") == "49"
 
 
 def test_export_from_a_result_folder_copies_the_source_files(job, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from core.duplicates import hash_selection
-    from core.export import export
+    from core.pipelines.export import export
+    from core.selections.duplicates import hash_selection
 
     root, out = job
     ds = load_dataset(f"scale:{out}")

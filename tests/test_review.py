@@ -10,14 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import page
 from streamlit.testing.v1 import AppTest
 
-from core.candidates import Candidates
-from core.datasets import TEST, TRAIN, make_dataset
-from core.judgments import JudgmentsError, JudgmentStore
-from core.review import cleaned_test_list, judged_rows, precision, queue, read_judgments, training_removals
-
-ROOT = Path(__file__).resolve().parents[1]
+from core.data.datasets import TEST, TRAIN, make_dataset
+from core.data.judgments import JudgmentsError, JudgmentStore
+from core.selections.candidates import Candidates
+from core.selections.review import cleaned_test_list, judged_rows, precision, queue, read_judgments, training_removals
 
 
 @pytest.fixture
@@ -126,9 +125,9 @@ def test_the_judged_csv_reads_back_as_the_same_judgments(small, tmp_path: Path) 
 
 
 def test_the_cli_reports_the_precision_of_the_list_from_a_judgments_file(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
-    from core.candidates import cached_candidates
     from core.cli import main
-    from core.datasets import load_digits
+    from core.data.datasets import load_digits
+    from core.selections.candidates import cached_candidates
 
     ds = load_digits()
     cands = cached_candidates(ds, "leakage")
@@ -141,10 +140,10 @@ def test_the_cli_reports_the_precision_of_the_list_from_a_judgments_file(tmp_pat
 
 
 def test_the_review_page_judges_advances_and_a_restarted_app_keeps_every_judgment() -> None:
-    def page() -> AppTest:
-        return AppTest.from_file(str(ROOT / "views" / "review.py"), default_timeout=300).run()
+    def review() -> AppTest:
+        return page("views/review.py").run()
 
-    at = page()
+    at = review()
     assert not at.exception  # digits: the leakage list holds each of the 450 test images once
     assert "0 of 450 judged" in at.get("progress")[0].proto.text
     at.button(key="judge_same").click().run()
@@ -156,14 +155,14 @@ def test_the_review_page_judges_advances_and_a_restarted_app_keeps_every_judgmen
     at.button(key="review_undo").click().run()
     assert "not judged yet" in at.markdown[1].value
 
-    again = page()  # a new session, as after a restart: the store on disk is the truth
+    again = review()  # a new session, as after a restart: the store on disk is the truth
     assert "1 of 450 judged" in again.get("progress")[0].proto.text
     assert again.session_state["review_pos"] == 1  # it opens at the first pair not judged yet
     assert "**Pair 2 of 450**" in again.markdown[1].value
 
 
 def test_judgments_override_the_minimum_score_in_every_scope(small, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from core.review import accepted, leaked, pair_selection
+    from core.selections.review import accepted, leaked, pair_selection
 
     within = _cands([(0, 1), (1, 2), (3, 4), (4, 5)])  # scores 1.0, 0.83, 0.67, 0.5
     store = JudgmentStore(small.fingerprint, tmp_path)
@@ -186,13 +185,13 @@ def test_judgments_override_the_minimum_score_in_every_scope(small, tmp_path: Pa
 
 def test_the_near_duplicates_page_counts_judged_pairs_as_judged(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    from core.candidates import cached_candidates
-    from core.datasets import load_digits
+    from core.data.datasets import load_digits
+    from core.selections.candidates import cached_candidates
 
     monkeypatch.setenv("REDEX_JUDGMENTS_DIR", str(tmp_path))
     ds = load_digits()
     top = cached_candidates(ds, "within")
-    at = AppTest.from_file(str(ROOT / "views" / "near_duplicates.py"), default_timeout=300)
+    at = page("views/near_duplicates.py")
     at.session_state["dup_method"] = "pair score"
     at.session_state["min_score"] = float(top.score[0]) - 1e-6  # only the best pair is above the minimum
     at.run()
@@ -207,8 +206,8 @@ def test_the_near_duplicates_page_counts_judged_pairs_as_judged(tmp_path: Path,
 
 def test_accepted_equals_the_rule_pair_by_pair(tmp_path: Path) -> None:
     """The vectorised rule against its definition, on random pairs and random judgments."""
-    from core.judgments import LABELS, Judgment
-    from core.review import accepted
+    from core.data.judgments import LABELS, Judgment
+    from core.selections.review import accepted
 
     rng = np.random.default_rng(7)
     a, b = rng.integers(0, 300, 2000), rng.integers(0, 300, 2000)
@@ -229,8 +228,8 @@ def test_home_shows_the_near_duplicates_pages_figures_when_the_pair_score_is_the
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """One source of truth: Home's within-class and leakage figures are the Near-duplicates page's, judged
     pairs included, whenever that page's method is the pair score."""
-    from core.candidates import cached_candidates
-    from core.datasets import load_digits
+    from core.data.datasets import load_digits
+    from core.selections.candidates import cached_candidates
 
     monkeypatch.setenv("REDEX_JUDGMENTS_DIR", str(tmp_path))
     ds = load_digits()
@@ -238,14 +237,14 @@ def test_home_shows_the_near_duplicates_pages_figures_when_the_pair_score_is_the
     state = {"dup_method": "pair score", "min_score": float(top.score[0]) - 1e-6}
     pages = {}
     for name in ("near_duplicates", "home"):
-        pages[name] = AppTest.from_file(str(ROOT / "views" / f"{name}.py"), default_timeout=300)
+        pages[name] = page(f"views/{name}.py", timeout=300)
         for k, v in state.items():
             pages[name].session_state[k] = v
         pages[name].run()
         assert not pages[name].exception, [e.value for e in pages[name].exception]
     home = {m.label: m.value for m in pages["home"].metric}
     near = {m.label: m.value for m in pages["near_duplicates"].metric}
-    label = f"Near-duplicates (pair score ≥ {state['min_score']:.2f})"
+    label = "Near-duplicates (pair score)"
     assert home[label] == f"{near['Images removed']} removed" == "1 removed"
     JudgmentStore(ds.fingerprint).judge(int(top.a[0]), int(top.b[0]), "different", "within")
     pages["home"].run()

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT
 
-from core.datasets import load_image_folder
-from core.duplicates import DEFAULT_RADIUS, build_index, dedup_selection, groups_at
-from core.hashing import HashConfig, dataset_hashes, to_hex
+from core.data.datasets import load_image_folder
+from core.data.scope import Scope
+from core.features.hashing import HashConfig, dataset_hashes, to_hex
+from core.selections.duplicates import DEFAULT_RADIUS, build_index, dedup_selection, groups_at
 
 ray = pytest.importorskip("ray", reason="Ray is not installed")
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def single_machine(root: Path):  # type: ignore[no-untyped-def]
@@ -31,8 +32,8 @@ def id_pairs(ids: list[str], i: np.ndarray, j: np.ndarray) -> set[tuple[str, str
 
 @pytest.mark.parametrize("kind", ["imagefolder", "parquet", "webdataset"])
 def test_ray_path_equals_single_machine(local_ray, sources, kind, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from core.duplicates import DuplicateIndex, pair_scopes
-    from core.scale import find_pairs_ray, hash_source
+    from core.pipelines.scale import find_pairs_ray, hash_source
+    from core.selections.duplicates import DuplicateIndex, pair_scopes
 
     root, parquet, wds = sources
     ds, index = single_machine(root)
@@ -47,7 +48,7 @@ def test_ray_path_equals_single_machine(local_ray, sources, kind, tmp_path) -> N
     assert id_pairs(hashed.ids, pairs.i, pairs.j) == id_pairs(ids, index.pairs.i, index.pairs.j)
     ray_index = DuplicateIndex(index.config, hashed.codes, pairs, pair_scopes(pairs, hashed.labels, hashed.split),
                                index.max_radius)
-    for scope in ("within-class", "cross-class", "train-test"):
+    for scope in (Scope.WITHIN, Scope.CROSS, Scope.LEAKAGE):
         a, b = groups_at(index, DEFAULT_RADIUS, scope), groups_at(ray_index, DEFAULT_RADIUS, scope)
         assert sorted(sorted(ids[m] for m in a.group(g)) for g in range(len(a))) == sorted(
             sorted(hashed.ids[m] for m in b.group(g)) for g in range(len(b)))
@@ -57,9 +58,9 @@ def test_ray_path_equals_single_machine(local_ray, sources, kind, tmp_path) -> N
 
 
 def test_distributed_search_on_many_hashes(local_ray) -> None:  # type: ignore[no-untyped-def]
-    from core.neighbors import find_pairs
-    from core.scale import find_pairs_ray
-    from core.synthetic import planted_codes
+    from core.data.synthetic import planted_codes
+    from core.features.neighbors import find_pairs
+    from core.pipelines.scale import find_pairs_ray
 
     codes, _ = planted_codes(60_000, 600, 4, seed=3)
     a, b = find_pairs(codes, 4), find_pairs_ray(codes, 4, pieces=6)
@@ -67,8 +68,8 @@ def test_distributed_search_on_many_hashes(local_ray) -> None:  # type: ignore[n
 
 
 def test_dendrograms_on_ray_equal_single_machine(local_ray) -> None:  # type: ignore[no-untyped-def]
-    from core.scale import dendrograms_ray
-    from core.semantic import build_dendrograms, cut
+    from core.pipelines.scale import dendrograms_ray
+    from core.selections.semantic import build_dendrograms, cut
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 8)).astype(np.float32)
@@ -128,8 +129,8 @@ def test_unreachable_cluster_is_one_line_and_writes_nothing(tmp_path: Path, plan
 
 
 def test_embedding_on_ray_actors_equals_single_machine(local_ray, sources, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from core.embedding import EmbedConfig, embed, trained_classifier
-    from core.scale import embed_source
+    from core.features.embedding import EmbedConfig, embed, trained_classifier
+    from core.pipelines.scale import embed_source
 
     root, _, _ = sources
     ds = load_image_folder(root)

@@ -8,18 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT
 from scipy.cluster.hierarchy import fcluster, linkage
 
-from core.selection import random_like
-from core.semantic import (
+from core.selections.selection import random_like
+from core.selections.semantic import (
     SemanticConfig,
     build_dendrograms,
     cut,
     representatives,
     semantic_selection,
 )
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def planted_embeddings(n_groups: int = 12, per_group: int = 6, dim: int = 16, spread: float = 0.02,
@@ -108,7 +107,7 @@ def test_faiss_and_scikit_learn_kmeans_find_the_same_planted_groups(monkeypatch:
     """Four tight, far-apart blobs in one class: both k-means routes return exactly those four groups."""
     import sys
 
-    from core.semantic import _kmeans_groups
+    from core.selections.semantic import _kmeans_groups
 
     rng = np.random.default_rng(4)
     centers = np.eye(16, dtype=np.float32)[:4]

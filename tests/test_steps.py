@@ -7,12 +7,11 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import page
 from streamlit.testing.v1 import AppTest
 
-from core.jobs import CANCELLED, DONE, JobRegistry
-from core.types import Progress, report
-
-ROOT = Path(__file__).resolve().parents[1]
+from core.data.types import Progress, report
+from core.pipelines.jobs import CANCELLED, DONE, JobRegistry
 
 
 def _metric_labels(at: AppTest) -> list[str]:
@@ -36,7 +35,7 @@ def test_home_draws_hashes_leakage_and_classes_while_the_embedding_trains(monkey
     monkeypatch.setattr(ui.data, "embed", held_embed)
     monkeypatch.setattr("ui.steps.wait_seconds", lambda: 0.0 if not release.is_set() else 30.0)
     for _ in range(3):  # the dataset, then the hashes, each finished before the page goes on
-        at = AppTest.from_file(str(ROOT / "views/home.py"), default_timeout=120).run()
+        at = page("views/home.py", timeout=120).run()
         for job in step_registry().active():
             if job.label != "Embedding (trained)":
                 step_registry().wait(job.key, 120)
@@ -51,12 +50,12 @@ def test_home_draws_hashes_leakage_and_classes_while_the_embedding_trains(monkey
 
     jobs = [j for j in step_registry().active() if j.label == "Embedding (trained)"]
     assert len(jobs) == 1, "one job for the embedding, whatever the number of runs asking for it"
-    AppTest.from_file(str(ROOT / "views/home.py"), default_timeout=120).run()  # a second tab, or a reload
+    page("views/home.py", timeout=120).run()  # a second tab, or a reload
     assert [j.key for j in step_registry().active() if j.label == "Embedding (trained)"] == [jobs[0].key]
     release.set()
     assert step_registry().wait(jobs[0].key, 300).status == DONE, jobs[0].error
 
-    done = AppTest.from_file(str(ROOT / "views/home.py"), default_timeout=120).run()
+    done = page("views/home.py", timeout=120).run()
     assert any(label.startswith("Semantic redundancy") for label in _metric_labels(done))
     assert not done.get("progress")
 

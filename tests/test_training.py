@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from core.models import AirbenchNet
-from core.onecycle import TrainConfig, train_one_cycle
-from core.training import (
+from core.data.types import Cancelled, Progress
+from core.features.models import AirbenchNet
+from core.features.onecycle import TrainConfig, train_one_cycle
+from core.features.training import (
     Lookahead,
     Recipe,
     _epoch_augmentation,
@@ -23,7 +24,6 @@ from core.training import (
     total_steps,
     train,
 )
-from core.types import Cancelled, Progress
 
 ONE_CYCLE = TrainConfig(arch="cnn", epochs=3, batch_size=64, lr=0.05, seed=7)
 TINY = Recipe(widths=(8, 16, 16), epochs=3, batch_size=64, seed=7, precision="float32")
@@ -138,7 +138,7 @@ def test_a_run_makes_exactly_the_steps_it_is_given(data) -> None:
 
 
 def test_precision_auto_is_bf16_on_cuda_and_where_the_cpu_runs_it_natively(monkeypatch) -> None:
-    from core import training
+    from core.features import training
 
     assert resolve_precision("auto", "cuda") == "bf16"
     assert resolve_precision("float32", "cuda") == "float32"
@@ -218,12 +218,12 @@ def test_a_one_cycle_run_stopped_after_an_epoch_resumes_there(data, tmp_path: Pa
 
 def test_the_former_recipes_keep_the_cache_keys_their_results_were_stored_under(digits) -> None:
     """Keys computed by the code before airbench's recipe: a one-cycle result or network cached then still reads."""
-    from core import recipes
-    from core.datasets import TRAIN
-    from core.embedding import EmbedConfig, _embed_key, classifier_key
-    from core.experiments import result_key
+    from core.data.datasets import TRAIN
+    from core.features import recipes
+    from core.features.embedding import EmbedConfig, classifier_key, embed_key
+    from core.pipelines.experiments import result_key
 
     kept = np.flatnonzero(digits.split == TRAIN)[:100]
     assert result_key(digits, kept, recipes.get("onecycle-small"), 3) == "train-246699b3304d1653a5133a14b8cc5bfb"
     assert classifier_key(digits, EmbedConfig(arch="onecycle")) == "classifier-34751e2912309f343c3b05247d604a41"
-    assert _embed_key(digits, EmbedConfig(arch="onecycle")) == "embed-201ee154f921feb0847ce51c2071acc5"
+    assert embed_key(digits, EmbedConfig(arch="onecycle")) == "embed-201ee154f921feb0847ce51c2071acc5"

@@ -9,12 +9,12 @@ from typing import Any, TypeVar
 import plotly.colors
 import streamlit as st
 
-from core.datasets import TEST, TRAIN, Dataset, DatasetError
-from core.duplicates import clamp_radius, hash_selection
-from core.embedding import missing_embeddings
-from core.selection import Selection
-from core.semantic import semantic_selection
+from core.data.datasets import TEST, TRAIN, Dataset, DatasetError
+from core.features.embedding import Embeddings
+from core.selections.selection import Selection
+from core.selections.semantic import Dendrograms
 from ui import data
+from ui.state import settings
 
 T = TypeVar("T")
 
@@ -79,35 +79,14 @@ def ready(value: T | None) -> T:
     return value
 
 
-def current_hash_selection(ds: Dataset) -> tuple[Any, Selection] | None:
-    """The hash index and dedup subset of the current settings; None while the hashes are computed."""
-    ss = st.session_state
-    index = data.dup_index(ds, ss["hash_method"], int(ss["hash_size"]))
-    if index is None:
-        return None
-    radius = clamp_radius(ss["radius"], index)
-    return index, hash_selection(ds, index, radius, ss["keep_rule"])
-
-
-def current_semantic_selection(ds: Dataset) -> tuple[Any, Any, Selection] | None:
-    """The semantic subset of the current settings; None while its embedding or dendrograms are computed.
-
-    A dataset without embeddings to cluster (a Ray folder without its semantic step) says why and stops.
-    """
-    ss = st.session_state
-    reason = missing_embeddings(ds)
-    if reason:
-        st.info(reason, icon=":material/info:")
-        st.stop()
-    emb = data.embeddings(ds, ss["embedding"])
+def current_semantic_selection(ds: Dataset) -> tuple[Embeddings, Dendrograms, Selection] | None:
+    """The semantic subset of the current settings; None while its embedding or dendrograms are computed
+    (a dataset that cannot give the embedding says why and stops the page)."""
+    s = settings().semantic
+    emb = data.embeddings(ds, s.embedding.model)
     if emb is None:
         return None
     dendro = data.dendrograms(ds, emb)
     if dendro is None:
         return None
-    if ss["sem_mode"] == "keep fraction":
-        sel = semantic_selection(dendro, emb.vectors, keep_fraction=float(ss["keep_fraction"]),
-                                 per_class=bool(ss["per_class"]), policy=ss["rep_policy"])
-    else:
-        sel = semantic_selection(dendro, emb.vectors, threshold=float(ss["distance"]), policy=ss["rep_policy"])
-    return emb, dendro, sel
+    return emb, dendro, s.cut(dendro, emb.vectors)

@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import cache
-from core.candidates import CandidateConfig, Candidates, cached_candidates
-from core.datasets import Dataset, DatasetError, load_dataset
-from core.duplicates import DuplicateIndex, build_index
-from core.embedding import EmbedConfig, Embeddings, EmbeddingUnavailable, embed
-from core.experiments import seconds_per_step
-from core.hashing import HashConfig
-from core.projection import Projection, UmapConfig, cached_projection
-from core.recipes import AnyRecipe
-from core.report import ReportConfig, build_report
-from core.results import results_version
-from core.semantic import Dendrograms, cached_dendrograms
+from core.data import cache
+from core.data.datasets import Dataset, DatasetError, load_dataset
+from core.data.scope import Scope
+from core.features.embedding import EmbedConfig, Embeddings, EmbeddingUnavailable, embed
+from core.features.hashing import HashConfig
+from core.features.projection import Projection, UmapConfig, cached_projection
+from core.features.recipes import AnyRecipe
+from core.pipelines.experiments import seconds_per_step
+from core.pipelines.report import build_report
+from core.pipelines.results import results_version
+from core.pipelines.settings import Settings
+from core.selections.candidates import CandidateConfig, Candidates, cached_candidates
+from core.selections.duplicates import DuplicateIndex, build_index
+from core.selections.semantic import Dendrograms, cached_dendrograms
 from ui.state import check_allowed
 from ui.steps import step
 
@@ -36,27 +38,23 @@ def dataset(spec: str) -> Dataset | None:
     ds = step(f"ds:{spec}{version}", "Opening the dataset", lambda p: load_dataset(spec, on_progress=p))
     if ds is None:
         return None
-    refused = check_allowed(ds.precomputed.source) if ds.precomputed is not None else None
+    refused = check_allowed(ds.origin) if ds.origin else None
     if refused:  # a Ray result folder shows images from its job's source: that must be allowed too
-        raise DatasetError(f"the images of this result folder come from {ds.precomputed.source}, and {refused}")
+        raise DatasetError(f"the images of this result folder come from {ds.origin}, and {refused}")
     return ds
 
 
 def dup_index(ds: Dataset, method: str, size: int) -> DuplicateIndex | None:
-    """The hash index of `ds`; a Ray result folder offers only the hashes its job computed."""
+    """The hash index of `ds` (a Ray result folder holds the hashes its job computed; another hash needs the
+    pixels, and the page says so)."""
     cfg = HashConfig(method, size)
-    have = ds.precomputed.codes if ds.precomputed is not None and not ds.in_memory else None
-    if have and (method, size) not in have:
-        cfg = HashConfig(*next(iter(have)))
-        st.info(f"This result folder holds the {cfg.label} hashes its Ray job computed; showing those.",
-                icon=":material/info:")
     return step(f"dup:{ds.fingerprint}:{cfg.label}", f"Hashing ({cfg.label}) and finding pairs",
                       lambda p: build_index(ds, cfg, p))
 
 
-def candidates(ds: Dataset, scope: str) -> Candidates | None:
+def candidates(ds: Dataset, scope: Scope) -> Candidates | None:
     """Near-duplicate candidates of one scope: pixel neighbours and the pair score (cached)."""
-    return step(f"cands:{ds.fingerprint}:{scope}", f"Finding near-duplicate candidates ({scope})",
+    return step(f"cands:{ds.fingerprint}:{scope}", f"Finding near-duplicate candidates ({scope.label.lower()})",
                 lambda p: cached_candidates(ds, scope, CandidateConfig(), on_progress=p))
 
 
@@ -87,10 +85,10 @@ def training_speed(ds: Dataset, recipe: AnyRecipe) -> float | None:
                 lambda p: seconds_per_step(ds, recipe))
 
 
-def report_html(ds: Dataset, cfg: ReportConfig, spec: str, build: int) -> str | None:
+def report_html(ds: Dataset, settings: Settings, build: int) -> str | None:
     """The report's HTML (a background step; `build` counts the presses of Build, so each press builds anew)."""
-    return step(f"report:{ds.fingerprint}:{cfg}:{build}", "Building the report",
-                lambda p: build_report(ds, cfg, dataset_spec=spec, on_progress=p))
+    return step(f"report:{ds.fingerprint}:{settings}:{build}", "Building the report",
+                lambda p: build_report(ds, settings, on_progress=p))
 
 
 def projection(emb: Embeddings) -> Projection | None:

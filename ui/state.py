@@ -1,7 +1,8 @@
-"""The one owner of session-state keys and their defaults; every page calls ensure_state() first.
+"""The one owner of session-state keys and their defaults; every page calls ensure_state() first, then settings().
 
-AppTest runs one page file per instance, so no page may rely on another page (or app.py)
-having set a default.
+The defaults are those of core.pipelines.settings.Settings: a widget starts where the CLI starts.
+AppTest runs one page file per instance, so no page may rely on another page (or app.py) having set
+a default.
 """
 
 from __future__ import annotations
@@ -12,32 +13,43 @@ from typing import Any
 
 import streamlit as st
 
-from core.duplicates import DEFAULT_KEEP_RULE, DEFAULT_RADIUS
-from core.hashing import HashConfig
-from core.projection import MAX_DRAWN
-from core.review import DEFAULT_MIN_SCORE
-from core.semantic import DEFAULT_KEEP_FRACTION
+from core.data.datasets import Dataset
+from core.features.embedding import EmbedConfig
+from core.features.hashing import HashConfig
+from core.features.projection import MAX_DRAWN
+from core.pipelines.settings import (
+    DUP_METHOD_TEXT,
+    DUP_METHODS,
+    NearDupSettings,
+    SemanticSettings,
+    Settings,
+    TrainingSettings,
+)
+from core.selections.duplicates import max_radius
 
-DUP_METHODS = ("pair score", "hash")
-DUP_METHOD_TEXT = {"pair score": "Pair score (candidates)", "hash": "Perceptual hash (CE-Dedup)"}
+__all__ = ["DUP_METHODS", "DUP_METHOD_TEXT", "DEFAULTS", "ensure_state", "settings", "resolve_dup_method"]
+
+_S = Settings(dataset=os.environ.get("REDEX_DATASET", "digits"))
 
 DEFAULTS: dict[str, Any] = {
-    "dataset": os.environ.get("REDEX_DATASET", "digits"),  # a spec string for core.datasets.load_dataset
-    "hash_method": HashConfig().method,
-    "hash_size": HashConfig().hash_size,
-    "dup_method": "auto",  # the pair score for photos of 16 px and more, else hashes (see resolve_dup_method)
-    "min_score": DEFAULT_MIN_SCORE,
-    "radius": DEFAULT_RADIUS,
-    "keep_rule": DEFAULT_KEEP_RULE,
-    "embedding": "trained",
-    "sem_mode": "keep fraction",
-    "keep_fraction": DEFAULT_KEEP_FRACTION,
-    "distance": 0.05,
-    "per_class": False,
-    "rep_policy": "mean",
-    "exp_methods": ["semantic", "hash", "random"],
+    "dataset": _S.dataset,  # a spec string for core.data.datasets.load_dataset
+    "hash_method": _S.near_dup.hash.method,
+    "hash_size": _S.near_dup.hash.hash_size,
+    "dup_method": _S.near_dup.method,  # "auto": the pair score for photos of 16 px and more, else hashes
+    "min_score": _S.near_dup.min_score,
+    "radius": _S.near_dup.radius,
+    "keep_rule": _S.near_dup.keep_rule,
+    "embedding": _S.semantic.embedding.model,
+    "sem_mode": "keep fraction",  # or "distance": the semantic cut's control on the Semantic page
+    "keep_fraction": _S.semantic.keep_fraction,
+    "distance": 0.05,  # the distance slider's start when the user switches to it
+    "per_class": _S.semantic.per_class,
+    "rep_policy": _S.semantic.policy,
+    "train_recipe": _S.training.recipe,
+    "train_epochs": _S.training.epochs,
+    "train_budget": _S.training.budget,
+    "exp_methods": ["semantic", "random"],
     "exp_seeds": 3,
-    "exp_epochs": 0,  # 0: the budget recipe's epochs for this dataset and device
     "retrain_on_change": None,  # None: on for small datasets, where a run takes seconds
     "review_scope": "leakage",
     "review_classes": [],
@@ -58,6 +70,21 @@ def ensure_state() -> None:
         st.session_state[key] = st.session_state.get(key, value)
 
 
+def settings() -> Settings:
+    """The Settings the widgets hold now: every page, Export and the report compute from this one object."""
+    ss = st.session_state
+    hash_cfg = HashConfig(str(ss["hash_method"]), int(ss["hash_size"]))
+    radius = min(int(ss["radius"]), max_radius(hash_cfg.bits))  # a smaller hash size holds a smaller radius
+    near = NearDupSettings(method=str(ss["dup_method"]), min_score=float(ss["min_score"]), hash=hash_cfg,
+                           radius=radius, keep_rule=str(ss["keep_rule"]))
+    distance = float(ss["distance"]) if ss["sem_mode"] == "distance" else None
+    semantic = SemanticSettings(EmbedConfig(model=str(ss["embedding"])), keep_fraction=float(ss["keep_fraction"]),
+                                distance=distance, per_class=bool(ss["per_class"]), policy=str(ss["rep_policy"]))
+    training = TrainingSettings(recipe=str(ss["train_recipe"]), epochs=float(ss["train_epochs"]),
+                                budget=str(ss["train_budget"]))
+    return Settings(str(ss["dataset"]), near, semantic, training)
+
+
 def allowed_roots() -> list[Path]:
     """Folders the app may read when REDEX_DATA_ROOTS is set (':'-separated); empty means any."""
     raw = os.environ.get(ALLOW_ENV, "")
@@ -76,10 +103,9 @@ def check_allowed(spec: str) -> str | None:
     return f"{target} is outside the folders this app may read ({ALLOW_ENV}: {', '.join(map(str, roots))})"
 
 
-def resolve_dup_method(image_side: int) -> str:
-    """The Near-duplicates method: the user's choice, else the pair score for images of at least 16 pixels
-    (its default minimum is calibrated on 32-pixel photos; on 8-pixel digits most images of a class
-    correlate above it) and hashes for smaller ones."""
-    if st.session_state["dup_method"] == "auto":
-        st.session_state["dup_method"] = DUP_METHODS[0] if image_side >= 16 else "hash"
-    return str(st.session_state["dup_method"])
+def resolve_dup_method(ds: Dataset) -> str:
+    """The Near-duplicates method: the user's choice, else the settings' rule (the pair score for images of 16 px
+    and more where it can run, else hashes); written back so the method widget shows it."""
+    method = settings().resolved(ds).near_dup.method
+    st.session_state["dup_method"] = method
+    return method

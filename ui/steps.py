@@ -17,13 +17,16 @@ from typing import TypeVar
 
 import streamlit as st
 
-from core.jobs import CANCELLED, DONE, FAILED, Job, JobRegistry
-from core.types import ProgressFn
+from core.data.datasets import DatasetError
+from core.data.types import ProgressFn
+from core.features.embedding import EmbeddingUnavailable
+from core.pipelines.jobs import CANCELLED, DONE, FAILED, Job, JobRegistry
 from ui.memo import memo
 
 T = TypeVar("T")
 
 WAIT_ENV = "REDEX_STEP_WAIT"
+UNAVAILABLE = (DatasetError, EmbeddingUnavailable)  # failures that are a message for the user, not a bug
 POLL_SECONDS = 1.5
 
 
@@ -51,7 +54,8 @@ def step(key: str, label: str, compute: Callable[[ProgressFn], T]) -> T | None:
     """The result of `compute`, memoised under `key`; None while its job runs (its progress is drawn here).
 
     A job that failed raises its exception here once (the page shows it) and is started again on
-    the next run; a cancelled one offers to start again.
+    the next run, except a result this dataset cannot give (DatasetError, EmbeddingUnavailable): its
+    message is drawn in place and None comes back; a cancelled one offers to start again.
     """
     m = memo()
     found = m.get(key)
@@ -62,6 +66,9 @@ def step(key: str, label: str, compute: Callable[[ProgressFn], T]) -> T | None:
     if job is not None and job.status == FAILED:
         reg.forget(key)
         assert job.exception is not None
+        if isinstance(job.exception, UNAVAILABLE):  # not a bug: this dataset cannot give that result; say why here,
+            st.info(str(job.exception), icon=":material/info:")  # where the result would be, and draw the rest
+            return None
         raise job.exception
     if job is not None and job.status == CANCELLED:
         _cancelled(job, reg)
@@ -108,13 +115,21 @@ def _pending(key: str) -> None:
 
 
 def job_row(job: Job, reg: JobRegistry, key_prefix: str) -> None:
-    """One job: a progress bar with its label and message, and a Cancel button under it."""
+    """One job: a progress bar with its label, message and time left, and a Cancel button under it."""
     state = "waiting for a worker" if job.status == "queued" else (job.message or "starting")
-    st.progress(job.fraction, text=f"{job.label}: {state}")
+    left = job.seconds_left() if job.status == "running" else None
+    st.progress(job.fraction, text=f"{job.label}: {state}" + ("" if left is None else f" · {duration(left)} left"))
     if st.button("Cancel", key=f"{key_prefix}_cancel_{job.key}", icon=":material/cancel:", type="tertiary",
                  help="Stops this job for every tab; a training keeps its last finished epoch"):
         reg.cancel(job.key)
         st.rerun()
+
+
+def duration(seconds: float) -> str:
+    """'about 4 min', 'about 40 s': a time left in words, rounded as a person would say it."""
+    if seconds >= 90:
+        return f"about {round(seconds / 60)} min"
+    return f"about {max(5, 5 * round(seconds / 5))} s"
 
 
 def sidebar_jobs() -> None:

@@ -4,25 +4,23 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.export import export, manifest_csv, manifest_json, manifest_rows
-from ui.common import current_hash_selection, current_semantic_selection, open_dataset, ready
-from ui.pairs import current_pair_selection
-from ui.state import ensure_state, resolve_dup_method
+from core.data.scope import Scope
+from core.pipelines.export import export, manifest_csv, manifest_json, manifest_rows
+from ui.common import current_semantic_selection, open_dataset, ready
+from ui.near import current_near_duplicates, near_settings
+from ui.state import ensure_state, settings
 
 ensure_state()
 st.title("Export")
 ds = open_dataset()
-subsets = ["near-duplicates (hash)", "semantic redundancy"]
-if ds.in_memory:  # the pair score needs the images; first where it is the Near-duplicates page's method
-    first = resolve_dup_method(min(ds.image_shape[:2])) == "pair score"
-    subsets.insert(0 if first else 1, "near-duplicates (pair score)")
-method = st.radio("Subset", subsets, key="export_method", horizontal=True,
-                  help="The pair score uses the minimum score set on Near-duplicates and every judgment made on "
-                       "Review pairs")
-if method == "near-duplicates (pair score)":
-    sel = ready(current_pair_selection(ds))
-elif method == "near-duplicates (hash)":
-    sel = ready(current_hash_selection(ds))[1]
+SUBSETS = ("near-duplicates", "semantic redundancy")
+method = st.radio("Subset", SUBSETS, key="export_method", horizontal=True,
+                  format_func=lambda m: f"{m} ({near_settings(ds).describe()})" if m == SUBSETS[0]
+                  else f"{m} ({settings().semantic.describe()})",
+                  help="The settings of the Near-duplicates and Semantic redundancy pages, judgments included")
+if method == SUBSETS[0]:
+    near = ready(current_near_duplicates(ds, (Scope.WITHIN,)))
+    sel = ready(near.selection)
 else:
     sel = ready(current_semantic_selection(ds))[2]
 st.write(f"The current settings keep **{len(sel.kept):,}** and remove **{len(sel.removed):,}** of "

@@ -1,24 +1,26 @@
-"""Home: pick the dataset, the hash method and the embedding; see what each method would remove."""
+"""Home: pick the dataset, the hash method and the embedding; see what the current settings remove."""
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from core.datasets import SOURCES, TEST
-from core.duplicates import clamp_radius, leaked_test_images
-from core.embedding import MODELS, missing_embeddings
-from core.hashing import METHODS
-from core.result_folder import job_summary
-from ui.common import current_hash_selection, current_semantic_selection, open_dataset
-from ui.pairs import current_pair_selection, leaked_images
-from ui.state import ensure_state, resolve_dup_method
+from core.data.datasets import SOURCES, TEST
+from core.data.scope import Scope
+from core.features.embedding import MODELS
+from core.features.hashing import METHODS
+from core.pipelines.result_folder import job_summary
+from core.pipelines.settings import PAIR_SCORE
+from ui.common import current_semantic_selection, open_dataset
+from ui.near import current_near_duplicates, near_settings
+from ui.pairs import leak_note
+from ui.state import ensure_state, settings
 
 ensure_state()
 st.title("Redundancy Explorer")
-st.write("How much of an image-classification dataset do you not need? Perceptual hashes find "
-         "near-duplicates; clusters of a network's embeddings find semantic redundancy "
-         "(Birodkar, Mobahi & Bengio, *The 10% You Don't Need*).")
+st.write("How much of an image-classification dataset do you not need? Candidate pairs and a pair score (or "
+         "perceptual hashes, as in CE-Dedup) find near-duplicates; clusters of a network's embeddings find semantic "
+         "redundancy (Birodkar, Mobahi & Bengio, *The 10% You Don't Need*).")
 
 with st.expander("Dataset and methods", expanded=st.session_state["dataset"] == "digits"):
     current = st.session_state["dataset"]
@@ -46,47 +48,34 @@ m[2].metric("Train", f"{n_train:,}")
 m[3].metric("Test", f"{n_test:,}")
 m[4].metric("Skipped files", len(ds.skipped))
 
-if ds.precomputed is not None:
-    st.caption(f"A Ray result folder of {ds.precomputed.source}: {job_summary(ds.precomputed.job)}. Images are read "
-               "from the source only when a page shows them.")
+if ds.origin:
+    st.caption(f"A Ray result folder of {ds.origin}: {job_summary(ds.job)}. Images are read from the source only when "
+               "a page shows them.")
+near_s = near_settings(ds)
 st.subheader("What the current settings remove")
+st.caption(f"Near-duplicates: {near_s.describe()} (the Near-duplicates page's method). Semantic redundancy: "
+           f"{settings().semantic.describe()}.")
 h = st.columns(3)
-pairs = resolve_dup_method(min(ds.image_shape[:2])) == "pair score" and ds.in_memory
-min_score = float(st.session_state["min_score"])
-if pairs:  # the Near-duplicates page's method: its within-class groups and its leakage, judged pairs as judged
-    with h[0]:
-        pair_sel = current_pair_selection(ds)
-    if pair_sel is not None:
-        h[0].metric(f"Near-duplicates (pair score ≥ {min_score:.2f})", f"{len(pair_sel.removed):,} removed",
-                    f"-{100 * (1 - pair_sel.kept_fraction):.1f}% of train", delta_color="off",
-                    help="Within a class; judged pairs count as judged (Review pairs page)")
-    with h[2]:
-        leaked_pairs = leaked_images(ds)
-    if leaked_pairs is not None:
-        h[2].metric(f"Train/test leakage (pair score ≥ {min_score:.2f})", f"{len(leaked_pairs):,} test images",
-                    f"{100 * len(leaked_pairs) / max(1, int((ds.split == TEST).sum())):.1f}% of test",
-                    delta_color="off", help="Judged pairs count as judged; review them on the Review pairs page")
-else:
-    with h[0]:
-        hashed = current_hash_selection(ds)
-    if hashed is not None:
-        index, hash_sel = hashed
-        radius = clamp_radius(st.session_state["radius"], index)
-        leaked = leaked_test_images(index, radius, ds.split)
-        h[0].metric(f"Near-duplicates ({index.config.label}, ≤ {radius} bits)",
-                    f"{len(hash_sel.removed):,} removed", f"-{100 * (1 - hash_sel.kept_fraction):.1f}% of train",
-                    delta_color="off")
-        h[2].metric(f"Train/test leakage (≤ {radius} bits)", f"{len(leaked):,} test images",
-                    f"{100 * len(leaked) / max(1, int((ds.split == TEST).sum())):.1f}% of test", delta_color="off")
-if missing_embeddings(ds):
-    h[1].metric("Semantic redundancy", "no embeddings", help=missing_embeddings(ds))
-else:
-    with h[1]:
-        semantic = current_semantic_selection(ds)
-    if semantic is not None:
-        sem_sel = semantic[2]
-        h[1].metric("Semantic redundancy", f"{len(sem_sel.removed):,} removed",
-                    f"-{100 * (1 - sem_sel.kept_fraction):.1f}% of train", delta_color="off")
+n_test = max(1, int((ds.split == TEST).sum()))
+with h[0]:
+    near = current_near_duplicates(ds, (Scope.WITHIN, Scope.LEAKAGE))
+short = "pair score" if near_s.method == PAIR_SCORE else f"{near_s.hash.label}, ≤ {near_s.radius} bits"
+if near is not None and near.selection is not None:
+    sel = near.selection
+    h[0].metric(f"Near-duplicates ({short})", f"{len(sel.removed):,} removed",
+                f"{100 * (1 - sel.kept_fraction):.1f}% of train", delta_color="off", delta_arrow="off",
+                help="Within a class" + ("; judged pairs count as judged (Review pairs page)" * (near.judged > 0)))
+if near is not None and near.leaked is not None:
+    note = leak_note(near)
+    h[2].metric(f"Train/test leakage ({short})", f"{len(near.leaked):,} test images",
+                f"{100 * len(near.leaked) / n_test:.1f}% of test" + (f", {note}" if note else ""),
+                delta_color="off", delta_arrow="off", help="Test images with a near-duplicate in the training split")
+with h[1]:
+    semantic = current_semantic_selection(ds)
+if semantic is not None:
+    sem_sel = semantic[2]
+    h[1].metric("Semantic redundancy", f"{len(sem_sel.removed):,} removed",
+                f"{100 * (1 - sem_sel.kept_fraction):.1f}% of train", delta_color="off", delta_arrow="off")
 
 frame = pd.DataFrame({"class": list(ds.classes), "train": list(counts["train"].values()),
                       "test": list(counts["test"].values())})

@@ -7,11 +7,12 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.duplicates import clamp_radius, groups_at
-from core.projection import drawn_points
-from core.thumbnails import STATUS_COLORS, compose
+from core.data.scope import Scope
+from core.data.thumbnails import STATUS_COLORS, compose
+from core.features.projection import drawn_points
 from ui import data
-from ui.common import class_color, current_hash_selection, current_semantic_selection, open_dataset, ready, text
+from ui.common import class_color, current_semantic_selection, open_dataset, ready, text
+from ui.near import current_near_duplicates
 from ui.state import ensure_state
 
 MAX_THUMBS = 200
@@ -56,11 +57,8 @@ elif color_by == "kept / redundant":
                                    marker=dict(size=4, color=color), hovertext=[hover[i] for i in idx],
                                    hoverinfo="text"))
 else:
-    index, _ = ready(current_hash_selection(ds))
-    groups = groups_at(index, clamp_radius(st.session_state["radius"], index), "within-class")
-    gid = np.full(len(ds), -1)
-    for g in range(len(groups)):
-        gid[groups.group(g)] = g
+    near = ready(current_near_duplicates(ds, (Scope.WITHIN,)))
+    gid = ready(near.selection).group  # the Near-duplicates page's within-class groups at its settings
     rest = np.flatnonzero(drawn & (gid < 0))
     fig.add_trace(go.Scattergl(x=xy[rest, 0], y=xy[rest, 1], mode="markers", name="no group", customdata=rest,
                                marker=dict(size=3, color="#cccccc"), hovertext=[hover[i] for i in rest],

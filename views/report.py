@@ -8,11 +8,10 @@ from pathlib import Path
 import streamlit as st
 import streamlit.components.v1 as components
 
-from core.hashing import HashConfig
-from core.report import ReportConfig, ReportError, chromium_path, to_pdf, write_report
+from core.pipelines.report import ReportError, chromium_path, to_pdf, write_report
 from ui import data
 from ui.common import open_dataset
-from ui.state import ensure_state
+from ui.state import ensure_state, settings
 
 ensure_state()
 st.title("Report")
@@ -21,16 +20,15 @@ st.caption("One HTML file for people who will not open the app: the headline fig
            "It opens offline and requests nothing.")
 ds = open_dataset()
 ss = st.session_state
-cfg = ReportConfig(hash=HashConfig(ss["hash_method"], int(ss["hash_size"])), radius=int(ss["radius"]),
-                   keep_fraction=float(ss["keep_fraction"]))
-st.write(f"Settings from the other pages: **{cfg.hash.label}** hashes at radius **{cfg.radius}** bits, semantic keep "
-         f"fraction **{cfg.keep_fraction:.2f}**.")
+s = settings().resolved(ds)
+st.markdown("The settings of the other pages, which every figure of the report follows:\n"
+            + "\n".join(f"- {name}: {value}" for name, value in s.describe(ds)[1:]))
 if st.button("Build the report", key="report_build", type="primary"):
     ss["report_build_n"] = ss.get("report_build_n", 0) + 1
 if not ss.get("report_build_n"):
     st.info("Press **Build the report**; it reads every result from the cache and computes what is missing.")
     st.stop()
-page = data.report_html(ds, cfg, ss["dataset"], ss["report_build_n"])
+page = data.report_html(ds, s, ss["report_build_n"])
 if page is None:
     st.stop()
 name = f"redundancy-report-{Path(ds.name).name or 'dataset'}"

@@ -1,5 +1,5 @@
 """Review pairs: candidate near-duplicates best first, both images large with their difference; judge
-each with one key. Judgments are saved as they are made (core.judgments) and drive the exports."""
+each with one key. Judgments are saved as they are made (core.data.judgments) and drive the exports."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from core.candidates import SCOPE_TEXT, SCOPES, Candidates
-from core.datasets import SPLIT_NAMES
-from core.judgments import LABEL_TEXT, LABELS, Judgment, JudgmentsError, JudgmentStore, pair_key
-from core.pair_score import align, difference_image
-from core.review import cleaned_test_list, judged_rows, precision, queue, training_removals
+from core.data.datasets import SPLIT_NAMES
+from core.data.judgments import LABEL_TEXT, LABELS, Judgment, JudgmentsError, JudgmentStore, pair_key
+from core.data.scope import SCOPES, Scope
+from core.features.pair_score import align, difference_image
+from core.selections.candidates import Candidates
+from core.selections.review import cleaned_test_list, judged_rows, precision, queue, training_removals
 from ui import data
 from ui.common import open_dataset, ready
 from ui.state import ensure_state
@@ -28,17 +29,13 @@ st.caption("Candidates come from exact nearest neighbours on small mean-centred 
            "over shifts of up to 3 pixels, a flip, re-crops and stretches. Judge each pair: keys 1–4 judge and move "
            "on, ← and → browse, Backspace undoes. Judgments are saved at once and never touch the images.")
 ds = open_dataset()
-if not ds.in_memory:
-    st.info("Reviewing pairs needs every image decoded on this machine, and this Ray result folder reads its images "
-            "on demand: open the source itself as the dataset to review its pairs.", icon=":material/info:")
-    st.stop()
 store = JudgmentStore(ds.fingerprint)
 c1, c2, c3 = st.columns([2, 3, 1])
-c1.selectbox("Scope", SCOPES, key="review_scope", format_func=lambda s: SCOPE_TEXT[s])
+c1.selectbox("Scope", SCOPES, key="review_scope", format_func=lambda s: Scope(s).label)
 c2.multiselect("Classes", list(range(len(ds.classes))), key="review_classes", format_func=lambda k: ds.classes[k],
                placeholder="all classes")
 c3.number_input("Review the top", 10, 100_000, step=100, key="review_depth")
-scope = st.session_state["review_scope"]
+scope = Scope(st.session_state["review_scope"])
 cands = ready(data.candidates(ds, scope))
 try:
     judged = store.load()

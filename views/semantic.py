@@ -6,13 +6,13 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from core.datasets import Dataset
-from core.embedding import MODELS
-from core.selection import Selection
-from core.semantic import POLICIES
-from core.thumbnails import KEPT, REDUNDANT, compose
+from core.data.datasets import Dataset
+from core.data.thumbnails import KEPT, REDUNDANT, compose
+from core.features.embedding import MODELS
+from core.selections.selection import Selection
+from core.selections.semantic import POLICIES
 from ui.common import current_semantic_selection, open_dataset, per_class_chart, ready
-from ui.state import ensure_state
+from ui.state import ensure_state, settings
 
 CLUSTERS_PER_PAGE = 10
 
@@ -56,7 +56,7 @@ def clusters_side_by_side(ds: Dataset, sel: Selection, cls: int, page: int) -> N
 @st.fragment
 def results(ds: Dataset) -> None:
     """The slider and everything it drives; moving it reruns only this block."""
-    if st.session_state["sem_mode"] == "keep fraction":
+    if settings().semantic.distance is None:
         st.slider("Keep this fraction of the training set", 0.05, 1.0, step=0.01, key="keep_fraction")
         st.checkbox("Keep the fraction in every class (class balance)", key="per_class")
     else:
