@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import streamlit as st
 
@@ -16,7 +17,8 @@ from ui.steps import sidebar_jobs
 if os.environ.get("REDEX_LOG"):  # e.g. REDEX_LOG=INFO: each step's phases, epochs and cache use, on stderr
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("redex").setLevel(os.environ["REDEX_LOG"].upper())
-st.set_page_config(page_title="Redundancy Explorer", page_icon=":material/filter_alt:", layout="wide")
+ICON = Path(__file__).parent / "assets" / "icon.png"  # served by the app itself: no request leaves the machine
+st.set_page_config(page_title="Redundancy Explorer", page_icon=str(ICON), layout="wide")
 ensure_state()
 nav = st.navigation([st.Page(path, title=title, icon=icon) for path, title, icon in PAGES])
 with st.sidebar:
@@ -24,5 +26,9 @@ with st.sidebar:
     st.text(st.session_state["dataset"])
     st.caption(f"Device: {describe()}")
     st.caption(cache_status())
-    sidebar_jobs()
-nav.run()
+    jobs = st.container()
+try:
+    nav.run()
+finally:  # after the page, so the list holds the jobs it just started (a page may stop early: st.stop)
+    with jobs:
+        sidebar_jobs()

@@ -203,7 +203,7 @@ def test_training_survives_two_tabs_a_reload_and_a_page_change(training_server, 
     home.goto(url, wait_until="domcontentloaded")
     home.wait_for_selector("[data-testid='stMetric']:has-text('Train/test leakage')", timeout=120_000)
     assert "Embedding (trained)" in _progress_text(home)
-    home.locator("[data-testid='stProgress']:has-text('epoch')").first.wait_for(timeout=120_000)  # live progress
+    home.locator("[data-testid='stProgress']:has-text('pass')").first.wait_for(timeout=120_000)  # live progress
     SHOTS.mkdir(parents=True, exist_ok=True)
     home.screenshot(path=str(SHOTS / "job-running-home.png"), full_page=True)
 
@@ -219,7 +219,7 @@ def test_training_survives_two_tabs_a_reload_and_a_page_change(training_server, 
     assert semantic.locator("[data-testid='stException']").count() == 0
     assert home.locator("[data-testid='stException']").count() == 0
     log = (logs / "streamlit.log").read_text()
-    first_epochs = [line for line in log.splitlines() if "redex.training: epoch 1/" in line]
+    first_epochs = [line for line in log.splitlines() if "redex.training: pass 1/" in line]
     assert len(first_epochs) == 1, f"the network was trained {len(first_epochs)} times:\n{log[-3000:]}"
     assert "resuming from" not in log
     cache = logs / "cache" / "v1"
@@ -258,6 +258,16 @@ def test_review_judges_with_the_keyboard_and_a_restarted_server_keeps_every_judg
         timeout=60_000)
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "review-judged.png"), full_page=True)
+    page.keyboard.press("ArrowRight")  # pair 5: judge it by mistake, then take it back at once from pair 6
+    page.locator("[data-testid='stMain'] p:has-text('Pair 5 of')").first.wait_for(timeout=60_000)
+    page.locator("h1").first.click()
+    page.keyboard.press("1")
+    _wait_judged(page, 5)
+    assert "Pair 6 of" in _pair_line(page)
+    page.keyboard.press("Backspace")
+    _wait_judged(page, 4)
+    page.locator("[data-testid='stMain'] p:has-text('Pair 5 of')").first.wait_for(timeout=60_000)
+    assert "not judged yet" in _pair_line(page), "Backspace went back to the pair and took its judgment back"
     page.close()
     first.close()  # the server stops (SIGTERM), as on a restart
 
@@ -283,3 +293,25 @@ def test_no_server_outlives_its_fixture(tmp_path: Path) -> None:
     assert proc.poll() is not None and not _group_alive(proc.pid)
     with pytest.raises(OSError):
         urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
+
+
+def test_no_page_requests_anything_outside_the_app(browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Offline users see every page: on a fresh server, no page asks any host but the app's own (no web font,
+    no icon, no tracker)."""
+    from urllib.parse import urlparse
+
+    asked: list[str] = []
+    for url, _ in _serve(tmp_path, {}):
+        own = urlparse(url).netloc
+        context = browser.new_context(viewport={"width": 1280, "height": 1000})
+        context.on("request", lambda r: asked.append(r.url))
+        for path, _, _ in PAGES:
+            page = context.new_page()
+            page.goto(f"{url}/{_url_path(path)}", wait_until="networkidle")
+            page.wait_for_function("() => document.querySelector(\"[data-testid='stApp']\")"
+                                   "?.getAttribute('data-test-script-state') === 'notRunning'", timeout=240_000)
+            page.close()
+        context.close()
+        outside = sorted({u for u in asked if urlparse(u).scheme in ("http", "https", "ws", "wss")
+                          and urlparse(u).netloc != own})
+        assert asked and outside == [], outside

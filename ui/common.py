@@ -79,11 +79,63 @@ def ready(value: T | None) -> T:
     return value
 
 
+UNTRAINED = {"pixels": "the pixels embedding (the images themselves, PCA to 64 dimensions; nothing to train)",
+             "resnet18": "ResNet-18's ImageNet features (weights on disk; nothing to train)",
+             "resnet50": "ResNet-50's ImageNet features (weights on disk; nothing to train)"}
+
+
+def _untrained_choices() -> list[str]:
+    """Embeddings that need no training here: pixels always, a backbone where its weights are on disk."""
+    from core.features.embedding import weights_path
+
+    return ["pixels"] + [m for m in ("resnet18", "resnet50") if weights_path(m).exists()]
+
+
+def way_out(ds: Dataset, model: str) -> str:
+    """The embedding to show now. While the trained network is not ready, say so with its time left and offer an
+    embedding that needs no training; with 'switch back' chosen, the trained one replaces it once it is ready."""
+    from core.features.embedding import EmbedConfig, cached_embedding_key
+    from ui.steps import duration, step_registry
+
+    ss = st.session_state
+    trained_ready = cached_embedding_key(ds, EmbedConfig()) is not None
+    if ss.get("embedding_switch_back") and trained_ready:
+        ss["embedding"], ss["embedding_switch_back"] = "trained", False
+        st.toast("The trained embedding is ready: the page shows it now.", icon=":material/check_circle:")
+        return "trained"
+    if model == "trained" and not trained_ready:
+        job = step_registry().get(data.embedding_key(ds, "trained"))
+        left = job.seconds_left() if job is not None and job.status == "running" else None
+        when = f" ({duration(left)} left)" if left is not None else ""
+        st.info(f"The network behind the semantic embedding trains on this dataset{when}; the result appears when it "
+                "is done. To look at a result now, use an embedding that needs no training:", icon=":material/info:")
+        c1, c2, c3 = st.columns([2, 2, 3])
+        choice = c1.selectbox("Embedding now", _untrained_choices(), key="way_out_model",
+                              format_func=lambda m: m, label_visibility="collapsed")
+        back = c3.checkbox("Switch to the trained one when it is ready", value=True, key="way_out_back")
+        if c2.button("Show it now", key="way_out_go", icon=":material/bolt:"):
+            ss["embedding"], ss["embedding_switch_back"] = choice, back
+            st.rerun()
+    elif model != "trained" and ss.get("embedding_switch_back"):
+        st.caption(f"Shown with {UNTRAINED.get(model, model)}, until the trained network is ready; the page switches "
+                   "to it then.")
+
+        @st.fragment(run_every=5.0)
+        def wait_for_trained() -> None:
+            step_registry().touch(data.embedding_key(ds, "trained"))  # it still matters: it goes on first
+            if cached_embedding_key(ds, EmbedConfig()) is not None:
+                st.rerun()
+
+        wait_for_trained()
+    return model
+
+
 def current_semantic_selection(ds: Dataset) -> tuple[Embeddings, Dendrograms, Selection] | None:
     """The semantic subset of the current settings; None while its embedding or dendrograms are computed
     (a dataset that cannot give the embedding says why and stops the page)."""
     s = settings().semantic
-    emb = data.embeddings(ds, s.embedding.model)
+    model = way_out(ds, s.embedding.model)
+    emb = data.embeddings(ds, model)
     if emb is None:
         return None
     dendro = data.dendrograms(ds, emb)

@@ -13,6 +13,8 @@ import streamlit as st
 from core.data import cache
 from core.data.datasets import Dataset, DatasetError, load_dataset
 from core.data.scope import Scope
+from core.data.types import Stages
+from core.features.embedding import STAGES as EMBED_STAGES
 from core.features.embedding import EmbedConfig, Embeddings, EmbeddingUnavailable, embed
 from core.features.hashing import HashConfig
 from core.features.projection import Projection, UmapConfig, cached_projection
@@ -21,6 +23,7 @@ from core.pipelines.experiments import seconds_per_step
 from core.pipelines.report import build_report
 from core.pipelines.results import results_version
 from core.pipelines.settings import Settings
+from core.selections.candidates import STAGES as CANDIDATE_STAGES
 from core.selections.candidates import CandidateConfig, Candidates, cached_candidates
 from core.selections.duplicates import DuplicateIndex, build_index
 from core.selections.semantic import Dendrograms, cached_dendrograms
@@ -55,7 +58,13 @@ def dup_index(ds: Dataset, method: str, size: int) -> DuplicateIndex | None:
 def candidates(ds: Dataset, scope: Scope) -> Candidates | None:
     """Near-duplicate candidates of one scope: pixel neighbours and the pair score (cached)."""
     return step(f"cands:{ds.fingerprint}:{scope}", f"Finding near-duplicate candidates ({scope.label.lower()})",
-                lambda p: cached_candidates(ds, scope, CandidateConfig(), on_progress=p))
+                lambda p: cached_candidates(ds, scope, CandidateConfig(),
+                                            on_progress=Stages(p, CANDIDATE_STAGES, "candidates")))
+
+
+def embedding_key(ds: Dataset, model: str) -> str:
+    """The step key of an embedding (the step registry finds its job by it)."""
+    return f"emb:{ds.fingerprint}:{model}"
 
 
 def embeddings(ds: Dataset, model: str) -> Embeddings | None:
@@ -65,8 +74,8 @@ def embeddings(ds: Dataset, model: str) -> Embeddings | None:
     checkpoints every epoch, so a server restart resumes it where it stood.
     """
     try:
-        return step(f"emb:{ds.fingerprint}:{model}", f"Embedding ({model})",
-                    lambda p: embed(ds, EmbedConfig(model=model), on_progress=p))
+        return step(embedding_key(ds, model), f"Embedding ({model})",
+                    lambda p: embed(ds, EmbedConfig(model=model), on_progress=Stages(p, EMBED_STAGES, "embedding")))
     except EmbeddingUnavailable as exc:
         if model == "trained":
             raise

@@ -40,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "radius": _S.near_dup.radius,
     "keep_rule": _S.near_dup.keep_rule,
     "embedding": _S.semantic.embedding.model,
+    "embedding_switch_back": False,  # a page shows an untrained embedding until the trained one is ready
     "sem_mode": "keep fraction",  # or "distance": the semantic cut's control on the Semantic page
     "keep_fraction": _S.semantic.keep_fraction,
     "distance": 0.05,  # the distance slider's start when the user switches to it

@@ -20,7 +20,7 @@ import streamlit as st
 from core.data.datasets import DatasetError
 from core.data.types import ProgressFn
 from core.features.embedding import EmbeddingUnavailable
-from core.pipelines.jobs import CANCELLED, DONE, FAILED, Job, JobRegistry
+from core.pipelines.jobs import CANCELLED, DONE, FAILED, CpuSlots, Job, JobRegistry
 from ui.memo import memo
 
 T = TypeVar("T")
@@ -31,15 +31,24 @@ POLL_SECONDS = 1.5
 
 
 @st.cache_resource
+def cpu_slots() -> CpuSlots:
+    """The machine's compute, shared by every job of every tab: one computes at a time (a training or a candidate
+    search uses every core of a small machine; more at once only slows each), the one the open page asked for first.
+    REDEX_JOB_SLOTS sets more for a big machine."""
+    return CpuSlots(max(1, int(os.environ.get("REDEX_JOB_SLOTS", "1"))))
+
+
+@st.cache_resource
 def step_registry() -> JobRegistry:
-    """Steps of every page and tab. Four workers: a step never queues behind a long training it does not need."""
-    return JobRegistry(workers=4)
+    """Steps of every page and tab. Four workers, so a step that only reads the cache never queues behind one that
+    computes; computing goes through the shared CPU slots."""
+    return JobRegistry(workers=4, slots=cpu_slots())
 
 
 @st.cache_resource
 def experiment_registry() -> JobRegistry:
-    """Retraining runs, one at a time (two cores are busy enough with one training)."""
-    return JobRegistry(workers=1)
+    """Retraining runs, one after the other, through the same CPU slots as the steps."""
+    return JobRegistry(workers=1, slots=cpu_slots())
 
 
 def wait_seconds() -> float:
@@ -62,6 +71,7 @@ def step(key: str, label: str, compute: Callable[[ProgressFn], T]) -> T | None:
     if found is not None:
         return found  # type: ignore[no-any-return]
     reg = step_registry()
+    reg.touch(key)  # a page asks for it now: it goes before the jobs of pages left behind
     job = reg.get(key)
     if job is not None and job.status == FAILED:
         reg.forget(key)
@@ -105,6 +115,7 @@ def _pending(key: str) -> None:
 
     @st.fragment(run_every=POLL_SECONDS)
     def poll() -> None:
+        step_registry().touch(key)  # the page is still open and still waits for it
         job = step_registry().get(key)
         if job is None or not job.active:
             st.rerun()  # its result (or its failure) is ready: draw the page again with it
@@ -116,8 +127,10 @@ def _pending(key: str) -> None:
 
 def job_row(job: Job, reg: JobRegistry, key_prefix: str) -> None:
     """One job: a progress bar with its label, message and time left, and a Cancel button under it."""
-    state = "waiting for a worker" if job.status == "queued" else (job.message or "starting")
-    left = job.seconds_left() if job.status == "running" else None
+    state = ("waiting for a worker" if job.status == "queued" else
+             "waiting for the CPU: a job the open page asked for runs first" if job.waiting_for_cpu else
+             job.message or "starting")
+    left = job.seconds_left() if job.status == "running" and not job.waiting_for_cpu else None
     st.progress(job.fraction, text=f"{job.label}: {state}" + ("" if left is None else f" · {duration(left)} left"))
     if st.button("Cancel", key=f"{key_prefix}_cancel_{job.key}", icon=":material/cancel:", type="tertiary",
                  help="Stops this job for every tab; a training keeps its last finished epoch"):

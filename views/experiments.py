@@ -100,6 +100,7 @@ b3.multiselect("Methods", list(METHODS), key="exp_methods", label_visibility="co
 def progress_panel() -> None:
     for job in registry.jobs()[-6:]:
         if job.active:
+            registry.touch(job.key)  # this page shows it: it goes first
             job_row(job, registry, key_prefix="exp")
         else:
             st.caption(f"{job.label}: {job.status}" + (f" ({job.error})" if job.error else ""))

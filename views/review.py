@@ -74,6 +74,7 @@ if len(q) == 0:
 def judge(label: str, pos: int) -> None:
     i = q[pos]
     store.judge(int(cands.a[i]), int(cands.b[i]), label, scope)
+    st.session_state["review_last"] = (view, pos)  # Undo on the next pair takes this one back
     st.session_state["review_pos"] = first_open(q, pos + 1, cands, store.load())
 
 
@@ -81,8 +82,22 @@ def move(to: int) -> None:
     st.session_state["review_pos"] = int(np.clip(to, 0, len(q) - 1))
 
 
-def undo(pos: int) -> None:
-    store.forget(int(cands.a[q[pos]]), int(cands.b[q[pos]]))
+def undo_target(pos: int, current: Judgment | None) -> int | None:
+    """The pair Undo takes back: this one when it is judged, else the last one judged on this page (the page has
+    moved on from it), else none."""
+    if current is not None:
+        return pos
+    last = st.session_state.get("review_last")
+    if last is not None and last[0] == view:
+        a, b = int(cands.a[q[last[1]]]), int(cands.b[q[last[1]]])
+        return int(last[1]) if pair_key(a, b) in judged else None
+    return None
+
+
+def undo(target: int) -> None:
+    store.forget(int(cands.a[q[target]]), int(cands.b[q[target]]))
+    st.session_state["review_pos"] = target  # back to the pair whose judgment was taken back
+    st.session_state["review_last"] = None
 
 
 pos = int(np.clip(st.session_state.get("review_pos", 0), 0, len(q) - 1))
@@ -110,8 +125,10 @@ nav[0].button("Back", key="review_back", on_click=move, args=(pos - 1,), shortcu
               icon=":material/arrow_back:", disabled=pos == 0, width="stretch")
 nav[1].button("Next", key="review_next", on_click=move, args=(pos + 1,), shortcut="Right",
               icon=":material/arrow_forward:", disabled=pos >= len(q) - 1, width="stretch")
-nav[2].button("Undo", key="review_undo", on_click=undo, args=(pos,), shortcut="Backspace",
-              icon=":material/undo:", disabled=current is None, width="stretch")
+target = undo_target(pos, current)
+nav[2].button("Undo", key="review_undo", on_click=undo, args=(target,), shortcut="Backspace",
+              icon=":material/undo:", disabled=target is None, width="stretch",
+              help="Takes back this pair's judgment, or the last one you made, and goes back to it")
 
 st.subheader("What the judgments say")
 prec = precision(cands, judged, (100, 300, 600))

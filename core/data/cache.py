@@ -20,12 +20,13 @@ import shutil
 import threading
 import uuid
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from numpy.typing import NDArray
 
 FORMAT_VERSION = 1
@@ -145,22 +146,66 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+class ComputeGate(Protocol):
+    """Who may compute now: a background job waits for the machine's CPU before a cache miss computes."""
+
+    def enter(self) -> None:
+        """Block until this thread may compute (idempotent)."""
+
+    def leave(self) -> bool:
+        """Let others compute while this thread waits on another's result; whether it held the CPU."""
+
+
+_gate = threading.local()
+
+
+@contextmanager
+def compute_gate(gate: ComputeGate | None) -> Iterator[None]:
+    """Every cache miss computed in this thread (and only this one) first passes `gate`."""
+    before = getattr(_gate, "value", None)
+    _gate.value = gate
+    try:
+        yield
+    finally:
+        _gate.value = before
+
+
+def _lock(path: Path) -> FileLock:
+    """The key's file lock; while it waits on another's computation the thread's gate lets others compute."""
+    lock = FileLock(str(path) + ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        gate = getattr(_gate, "value", None)
+        held = gate.leave() if gate is not None else False
+        lock.acquire()
+        if held and gate is not None:
+            gate.enter()
+    return lock
+
+
 def _cached(path: Path, compute: Callable[[], T], reader: Callable[[Path], T], writer: Callable[[Path, T], None]) -> T:
     found = _load_or_drop(path, reader)
     if found is not None:
         stats.count("hits")
         log.debug("cache hit %s", path.name)
         return found
-    with FileLock(str(path) + ".lock"):
+    lock = _lock(path)
+    try:
         found = _load_or_drop(path, reader)  # another process may have finished it while we waited
         if found is not None:
             stats.count("hits")
             return found
+        gate = getattr(_gate, "value", None)
+        if gate is not None:
+            gate.enter()
         stats.count("misses")
         log.debug("cache miss %s", path.name)
         value = compute()
         writer(path, value)
         return value
+    finally:
+        lock.release()
 
 
 def cached_arrays(key: str, compute: Callable[[], Mapping[str, NDArray[Any]]]) -> Arrays:

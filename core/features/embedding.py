@@ -31,6 +31,7 @@ from core.features.training import arrays_to_state, predict_features, state_to_a
 log = logging.getLogger("redex.embedding")
 
 MODELS = ("trained", "pixels", "resnet18", "resnet50")
+STAGES = (("train", 95.0), ("embed", 5.0))  # the trained embedding's phases and their share of its time
 
 
 class EmbeddingUnavailable(RuntimeError):

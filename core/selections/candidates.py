@@ -43,6 +43,10 @@ from core.selections.duplicates import build_index
 # 3: detail, zooms; 4: scaled to the size; 5: network, hash cues; 6: credit the best cue; 7: shifted query views,
 # within-class search per class; 8: the network's pairs cached on their own
 CANDIDATES_VERSION = 8
+# the phases of a candidate list and their share of its time (CIFAR-10, 2 cores: docs/BENCHMARKS.md), for one bar
+STAGES = (("pixel cue", 2.0), ("neighbours", 25.0), ("hash phash8", 2.0), ("search", 2.0), ("pair score", 30.0),
+          ("pair score at the zooms", 39.0), ("network cue: pair score", 10.0),
+          ("network cue: pair score at the zooms", 10.0))
 
 
 @dataclass(frozen=True)
