@@ -8,21 +8,24 @@ will appear; the page draws everything else meanwhile.
 
 from __future__ import annotations
 
+import hashlib
+
 import streamlit as st
 
 from core.data import cache
 from core.data.datasets import Dataset, DatasetError, load_dataset
 from core.data.scope import Scope
-from core.data.types import Stages
+from core.data.types import ProgressFn, Stages
 from core.features.embedding import STAGES as EMBED_STAGES
 from core.features.embedding import EmbedConfig, Embeddings, EmbeddingUnavailable, embed
 from core.features.hashing import HashConfig
 from core.features.projection import Projection, UmapConfig, cached_projection
 from core.features.recipes import AnyRecipe
+from core.pipelines.check import CheckResult, check_images, read_images
 from core.pipelines.experiments import seconds_per_step
 from core.pipelines.report import build_report
 from core.pipelines.results import results_version
-from core.pipelines.settings import Settings
+from core.pipelines.settings import NearDupSettings, Settings
 from core.selections.candidates import STAGES as CANDIDATE_STAGES
 from core.selections.candidates import CandidateConfig, Candidates, cached_candidates
 from core.selections.duplicates import DuplicateIndex, build_index
@@ -38,7 +41,8 @@ def dataset(spec: str) -> Dataset | None:
         raise DatasetError(refused)
     source, _, path = spec.partition(":")
     version = f":{results_version(path)}" if source.strip().lower() == "scale" else ""  # a finished step reopens it
-    ds = step(f"ds:{spec}{version}", "Opening the dataset", lambda p: load_dataset(spec, on_progress=p))
+    ds = step(f"ds:{spec}{version}", "Opening the dataset", lambda p: load_dataset(spec, on_progress=p),
+              explain=())  # a dataset that cannot be opened is an error the page shows as one
     if ds is None:
         return None
     refused = check_allowed(ds.origin) if ds.origin else None
@@ -92,6 +96,18 @@ def training_speed(ds: Dataset, recipe: AnyRecipe) -> float | None:
     """Seconds per optimizer step of `recipe` here (a short timed run, once per recipe and device)."""
     return step(f"speed:{ds.fingerprint}:{recipe}", "Timing the training recipe",
                 lambda p: seconds_per_step(ds, recipe))
+
+
+def check(ds: Dataset, files: list[tuple[str, bytes]], near: NearDupSettings) -> CheckResult | None:
+    """Uploaded images checked against ds (a step keyed by their content: a rerun or a second tab reads it back)."""
+    digest = hashlib.blake2b(b"".join(hashlib.blake2b(name.encode() + b"\0" + data).digest() for name, data in files),
+                             digest_size=16).hexdigest()
+
+    def run(p: ProgressFn) -> CheckResult:
+        images, names, skipped = read_images(files, ds.image_shape[:2])
+        return check_images(ds, images, names, near, skipped=skipped, on_progress=p)
+
+    return step(f"check:{ds.fingerprint}:{digest}:{near.min_score}", f"Checking {len(files):,} new images", run)
 
 
 def report_html(ds: Dataset, settings: Settings, build: int) -> str | None:

@@ -7,6 +7,7 @@ PAGES: list[tuple[str, str, str]] = [
     ("views/map.py", "Map", ":material/scatter_plot:"),
     ("views/near_duplicates.py", "Near-duplicates", ":material/content_copy:"),
     ("views/review.py", "Review pairs", ":material/rule:"),
+    ("views/check.py", "Check new images", ":material/upload_file:"),
     ("views/semantic.py", "Semantic redundancy", ":material/hub:"),
     ("views/experiments.py", "Experiments", ":material/science:"),
     ("views/report.py", "Report", ":material/summarize:"),

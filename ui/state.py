@@ -30,6 +30,7 @@ from core.selections.duplicates import max_radius
 __all__ = ["DUP_METHODS", "DUP_METHOD_TEXT", "DEFAULTS", "ensure_state", "settings", "resolve_dup_method"]
 
 _S = Settings(dataset=os.environ.get("REDEX_DATASET", "digits"))
+SEM_MODES = ("keep fraction", "distance threshold")
 
 DEFAULTS: dict[str, Any] = {
     "dataset": _S.dataset,  # a spec string for core.data.datasets.load_dataset
@@ -41,7 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "keep_rule": _S.near_dup.keep_rule,
     "embedding": _S.semantic.embedding.model,
     "embedding_switch_back": False,  # a page shows an untrained embedding until the trained one is ready
-    "sem_mode": "keep fraction",  # or "distance": the semantic cut's control on the Semantic page
+    "sem_mode": SEM_MODES[0],  # the Semantic page's control of the cut: a keep fraction or a distance threshold
     "keep_fraction": _S.semantic.keep_fraction,
     "distance": 0.05,  # the distance slider's start when the user switches to it
     "per_class": _S.semantic.per_class,
@@ -78,7 +79,7 @@ def settings() -> Settings:
     radius = min(int(ss["radius"]), max_radius(hash_cfg.bits))  # a smaller hash size holds a smaller radius
     near = NearDupSettings(method=str(ss["dup_method"]), min_score=float(ss["min_score"]), hash=hash_cfg,
                            radius=radius, keep_rule=str(ss["keep_rule"]))
-    distance = float(ss["distance"]) if ss["sem_mode"] == "distance" else None
+    distance = float(ss["distance"]) if ss["sem_mode"] == SEM_MODES[1] else None
     semantic = SemanticSettings(EmbedConfig(model=str(ss["embedding"])), keep_fraction=float(ss["keep_fraction"]),
                                 distance=distance, per_class=bool(ss["per_class"]), policy=str(ss["rep_policy"]))
     training = TrainingSettings(recipe=str(ss["train_recipe"]), epochs=float(ss["train_epochs"]),

@@ -59,7 +59,8 @@ def wait_seconds() -> float:
         return 1.0
 
 
-def step(key: str, label: str, compute: Callable[[ProgressFn], T]) -> T | None:
+def step(key: str, label: str, compute: Callable[[ProgressFn], T],
+         explain: tuple[type[BaseException], ...] = UNAVAILABLE) -> T | None:
     """The result of `compute`, memoised under `key`; None while its job runs (its progress is drawn here).
 
     A job that failed raises its exception here once (the page shows it) and is started again on
@@ -76,7 +77,7 @@ def step(key: str, label: str, compute: Callable[[ProgressFn], T]) -> T | None:
     if job is not None and job.status == FAILED:
         reg.forget(key)
         assert job.exception is not None
-        if isinstance(job.exception, UNAVAILABLE):  # not a bug: this dataset cannot give that result; say why here,
+        if isinstance(job.exception, explain):  # not a bug: this dataset cannot give that result; say why here,
             st.info(str(job.exception), icon=":material/info:")  # where the result would be, and draw the rest
             return None
         raise job.exception
@@ -97,7 +98,7 @@ def step(key: str, label: str, compute: Callable[[ProgressFn], T]) -> T | None:
         reg.forget(key)  # the memo holds it now; the registry keeps only what is running or went wrong
         return value
     if job.status == FAILED:
-        return step(key, label, compute)  # raises the failure
+        return step(key, label, compute, explain)  # raises the failure (or explains it)
     _pending(key)
     return None
 

@@ -15,9 +15,9 @@ st.title("Export")
 ds = open_dataset()
 SUBSETS = ("near-duplicates", "semantic redundancy")
 method = st.radio("Subset", SUBSETS, key="export_method", horizontal=True,
-                  format_func=lambda m: f"{m} ({near_settings(ds).describe()})" if m == SUBSETS[0]
-                  else f"{m} ({settings().semantic.describe()})",
                   help="The settings of the Near-duplicates and Semantic redundancy pages, judgments included")
+st.caption("At the current settings: " + (near_settings(ds).describe() if method == SUBSETS[0]
+                                          else settings().semantic.describe()) + ".")
 if method == SUBSETS[0]:
     near = ready(current_near_duplicates(ds, (Scope.WITHIN,)))
     sel = ready(near.selection)

@@ -10,10 +10,12 @@ from dataclasses import replace
 from typing import Any
 
 from core.cli.common import add_dataset, add_hash_method, add_near_dup, add_semantic, load, settings, timed
-from core.data.datasets import TEST, TORCHVISION_SOURCES, Dataset
+from core.data.datasets import SPLIT_NAMES, TEST, TORCHVISION_SOURCES, TRAIN, Dataset
 from core.data.scope import SCOPES, parse
 from core.data.types import ProgressFn
 from core.features.hashing import HashConfig, dataset_hashes, to_hex
+from core.pipelines.check import check_images, folder_files, read_images
+from core.pipelines.check import rows as check_rows
 from core.pipelines.export import export
 from core.pipelines.near_duplicates import near_duplicates
 from core.pipelines.settings import HASH
@@ -115,6 +117,39 @@ def cmd_candidates(args: argparse.Namespace, progress: ProgressFn) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace, progress: ProgressFn) -> int:
+    """Which images of a folder are already in the dataset: each one's best training and test match."""
+    ds = load(args, progress)
+    s = settings(args).resolved(ds)
+    t0 = time.perf_counter()
+    images, names, skipped = read_images(folder_files(args.images), ds.image_shape[:2])
+    for sk in skipped:
+        print(f"  skipped {sk.path}: {sk.reason}")
+    result = check_images(ds, images, names, s.near_dup, skipped=skipped, top=args.top, on_progress=progress)
+    print(f"{len(names):,} images checked in {time.perf_counter() - t0:.1f} s ({len(skipped):,} skipped); "
+          f"duplicate at pair score >= {s.near_dup.min_score:.2f} (a judgment wins):")
+    for split in (TRAIN, TEST):
+        print(f"  already in {SPLIT_NAMES[split]}: {len(result.in_dataset(split)):,}")
+    print(f"{'image':<36} {'best train match':<36} {'score':>6}  {'best test match':<36} {'score':>6}")
+    for i, name in enumerate(names[: args.show]):
+        cells = []
+        for split in (TRAIN, TEST):
+            r = result.best(i, split)
+            cells.append(("-", "") if r is None else (
+                str(ds.ids[int(result.match[r])]), f"{result.score[r]:.3f}" + ("*" if result.duplicate[r] else " ")))
+        print(f"{name[:36]:<36} {cells[0][0][:36]:<36} {cells[0][1]:>6}  {cells[1][0][:36]:<36} {cells[1][1]:>6}")
+    if len(names) > args.show:
+        print(f"... and {len(names) - args.show:,} more (--csv writes them all); * marks a duplicate")
+    if args.csv:
+        table = check_rows(ds, result)
+        with open(args.csv, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(table[0]) if table else ["image"])
+            writer.writeheader()
+            writer.writerows(table)
+        print(f"wrote {args.csv}")
+    return 0
+
+
 def register(sub: Any) -> None:
     sub.add_parser("datasets", help="list the dataset sources").set_defaults(fn=cmd_datasets)
     p = sub.add_parser("hash", help="compute perceptual hashes")
@@ -149,3 +184,12 @@ def register(sub: Any) -> None:
     p.add_argument("--judgments", help="a judgments file (the review page's .json, or its judged-pairs CSV): "
                                        "print the precision of the list so far")
     p.set_defaults(fn=cmd_candidates)
+    p = sub.add_parser("check", help="which images of a folder are already in the dataset (train or test)")
+    add_dataset(p)
+    p.add_argument("--images", required=True, help="a folder of images to check (read only, recursively)")
+    p.add_argument("--min-score", type=float, default=None,
+                   help="pair score at or above which a match is a duplicate (default: the settings')")
+    p.add_argument("--top", type=int, default=3, help="matches kept per image and split")
+    p.add_argument("--show", type=int, default=20, help="how many images to print")
+    p.add_argument("--csv", help="write every match to this CSV file")
+    p.set_defaults(fn=cmd_check)
