@@ -112,7 +112,7 @@ def way_out(ds: Dataset, model: str) -> str:
         c1, c2, c3 = st.columns([2, 2, 3])
         choice = c1.selectbox("Embedding now", _untrained_choices(), key="way_out_model",
                               format_func=lambda m: m, label_visibility="collapsed")
-        back = c3.checkbox("Switch to the trained one when it is ready", value=True, key="way_out_back")
+        back = c3.checkbox("Switch to trained when ready", value=True, key="way_out_back")
         if c2.button("Show it now", key="way_out_go", icon=":material/bolt:"):
             ss["embedding"], ss["embedding_switch_back"] = choice, back
             st.rerun()

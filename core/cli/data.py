@@ -19,7 +19,7 @@ from core.pipelines.check import rows as check_rows
 from core.pipelines.export import export
 from core.pipelines.near_duplicates import near_duplicates
 from core.pipelines.settings import HASH
-from core.selections.candidates import CandidateConfig, cached_candidates
+from core.selections.candidates import APPROXIMATE_FROM, SEARCHES, CandidateConfig, cached_candidates
 from core.selections.duplicates import exact_groups
 from core.selections.review import precision, read_judgments
 from core.selections.selection import Selection
@@ -93,8 +93,8 @@ def cmd_candidates(args: argparse.Namespace, progress: ProgressFn) -> int:
     ds = load(args, progress)
     t0 = time.perf_counter()
     scope = parse(args.scope)
-    cands = cached_candidates(ds, scope, CandidateConfig(top_k=args.neighbours), on_progress=progress,
-                              every_match=args.every_match)
+    cfg = CandidateConfig(top_k=args.neighbours, network=not args.no_network_cue, search=args.search)
+    cands = cached_candidates(ds, scope, cfg, on_progress=progress, every_match=args.every_match)
     print(f"{len(cands):,} candidate pairs ({scope.label}) in {time.perf_counter() - t0:.1f} s; best first:")
     print(f"{'rank':>5} {'score':>6} {'cue':>17}  {'image':<32} {'its match':<32}")
     for r in range(min(args.top, len(cands))):
@@ -178,6 +178,11 @@ def register(sub: Any) -> None:
                         "classes")
     p.add_argument("--top", type=int, default=50, help="how many pairs to print")
     p.add_argument("--neighbours", type=int, default=CandidateConfig().top_k, help="neighbours kept per image and cue")
+    p.add_argument("--no-network-cue", action="store_true",
+                   help="leave out the pairs the trained network's embedding adds")
+    p.add_argument("--search", default=CandidateConfig().search, choices=SEARCHES,
+                   help="exact: every vector; ivf: an inverted-file index; auto: ivf from "
+                        f"{APPROXIMATE_FROM:,} images")
     p.add_argument("--csv", help="write every pair, ranked, to this CSV file")
     p.add_argument("--every-match", action="store_true",
                    help="leakage: list every training match of a test image, not only its best one")

@@ -8,11 +8,18 @@ from typing import Any
 
 from core.cli.common import add_embedding, add_hash_method, add_radius, renamed, settings, timed
 from core.data.datasets import TEST, TRAIN
+from core.data.scope import SCOPES, Scope, parse
 from core.data.shards import ScaleError
 from core.data.types import ProgressFn
 from core.features.hashing import HashConfig
 from core.pipelines.scale import hash_source, scale_duplicates, scale_semantic
+from core.selections.candidates import CandidateConfig
 from core.selections.semantic import DEFAULT_KEEP_FRACTION
+
+
+def scopes(text: str) -> tuple[Scope, ...]:
+    """--scope: 'all' or a comma list of scopes."""
+    return SCOPES if text == "all" else tuple(parse(s.strip()) for s in text.split(",") if s.strip())
 
 
 def _print_seconds(seconds: dict[str, float]) -> None:
@@ -40,6 +47,16 @@ def cmd_scale(args: argparse.Namespace, progress: ProgressFn) -> int:
             print(f"{scope:>12}: {n_groups:,} groups, {n_images:,} images")
         print(f"train/test leakage: {dup.leaked:,} of {dup.n_test:,} test images have a near-duplicate in train")
         print(f"pairs: {dup.pairs:,}; dedup removes {dup.removed:,}; wrote {dup.path}")
+    elif args.step == "candidates":
+        from core.pipelines.results import open_results
+        from core.pipelines.scale_candidates import scale_candidates
+
+        ds = open_results(out, on_progress=progress)
+        step = scale_candidates(out, ds, scopes(args.scope), CandidateConfig(network=not args.no_network_cue),
+                                address=args.address, num_cpus=args.workers, on_progress=progress)
+        for scope, n in step.pairs.items():
+            print(f"{Scope(scope).label:>34}: {n:,} candidate pairs")
+        print(f"candidates on Ray: {step.seconds:.1f} s; wrote {len(step.files)} parts to {out / 'candidates'}")
     elif args.step in ("embed", "semantic"):
         keep = args.keep_fraction if args.step == "semantic" else None
         sem = scale_semantic(args.source, out, hashed, settings(args).semantic.embedding, keep, address=args.address,
@@ -55,7 +72,10 @@ def cmd_scale(args: argparse.Namespace, progress: ProgressFn) -> int:
 
 def register(sub: Any) -> None:
     p = sub.add_parser("scale", help="run on Ray: a local one, or a cluster with --address")
-    p.add_argument("step", choices=["hash", "duplicates", "embed", "semantic"])
+    p.add_argument("step", choices=["hash", "duplicates", "embed", "semantic", "candidates"])
+    p.add_argument("--scope", default="all", help="candidates: leakage, within, cross, a comma list or all")
+    p.add_argument("--no-network-cue", action="store_true",
+                   help="candidates: leave out the pairs the trained network's embedding adds")
     p.add_argument("--source", required=True, help="imagefolder:PATH | parquet:PATH | webdataset:PATH")
     p.add_argument("--out", required=True, help="result folder (resumable: finished shards are kept)")
     p.add_argument("--address", default=None, help="auto or ray://HOST:PORT; default: start a local Ray")

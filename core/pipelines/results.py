@@ -35,6 +35,7 @@ from core.data.types import Images, ProgressFn, report
 from core.features.embedding import EmbedConfig, store_embedding
 from core.features.hashing import HashConfig, hash_key
 from core.pipelines.result_folder import read_hashes, read_job
+from core.selections.candidates import store_part
 
 log = logging.getLogger("redex.results")
 
@@ -124,6 +125,11 @@ def open_results(folder: str | Path, on_progress: ProgressFn | None = None) -> D
     if vectors is not None:
         store_embedding(ds, EmbedConfig(), vectors, {"model": "trained", **job.get("embedding", {}),
                                                      "computed_by": "Ray job"})
+    for part in sorted((out / "candidates").glob("candidates*.npz")):  # `core scale candidates`: under their keys
+        try:
+            store_part(part.stem, cache.read_npz(part))
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("candidates %s unreadable (%s): the pair score needs them recomputed", part.name, exc)
     return ds
 
 

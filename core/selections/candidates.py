@@ -25,7 +25,7 @@ network for the pairs only it found), and its score; the lists are sorted best f
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -37,12 +37,15 @@ from core.data.scope import SCOPES, Scope, parse
 from core.data.types import Images, ProgressFn, report
 from core.features.embedding import cached_embedding, cached_embedding_key
 from core.features.hashing import HashConfig
-from core.features.pair_score import PairScoreConfig, score_pairs
+from core.features.pair_score import PairScoreConfig, Zoom, score_pairs
 from core.selections.duplicates import build_index
 
 # 3: detail, zooms; 4: scaled to the size; 5: network, hash cues; 6: credit the best cue; 7: shifted query views,
-# within-class search per class; 8: the network's pairs cached on their own
-CANDIDATES_VERSION = 8
+# within-class search per class; 8: the network's pairs cached on their own; 9: the network's pairs zoomed where they
+# enter the query's top 3 of both parts (was: their own top 3), unzoomed scores stored
+CANDIDATES_VERSION = 9
+SEARCHES = ("auto", "exact", "ivf")
+APPROXIMATE_FROM = 250_000  # base vectors from which "auto" searches an IVF index instead of every vector
 # the phases of a candidate list and their share of its time (CIFAR-10, 2 cores: docs/BENCHMARKS.md), for one bar
 STAGES = (("pixel cue", 2.0), ("neighbours", 25.0), ("hash phash8", 2.0), ("search", 2.0), ("pair score", 30.0),
           ("pair score at the zooms", 39.0), ("network cue: pair score", 10.0),
@@ -61,11 +64,18 @@ class CandidateConfig:
     hash_radius: int = 8  # also every pHash pair within this many bits (0: none)
     zoomed_per_query: int = 3  # a query's best pairs scored again at the zooms (a re-crop's twin can rank 3rd unzoomed)
     score: PairScoreConfig = field(default_factory=PairScoreConfig)
+    search: str = "auto"  # exact: every base vector; ivf: an inverted-file index (core.features.search); auto: by size
 
     def __post_init__(self) -> None:
         if not self.sides or min(self.sides) < 4 or self.top_k < 1 or min(self.query_shift, self.zoomed_per_query) < 0:
             raise ValueError("every side must be at least 4, top_k at least 1, query_shift and zoomed_per_query "
                              "at least 0")
+        if self.search not in SEARCHES:
+            raise ValueError(f"unknown search {self.search!r}: must be one of {', '.join(SEARCHES)}")
+
+    def engine(self, n_base: int) -> str:
+        """The search a base of n_base vectors gets: 'ivf' or 'exact'."""
+        return ("ivf" if n_base >= APPROXIMATE_FROM else "exact") if self.search == "auto" else self.search
 
 
 @dataclass(frozen=True, eq=False)
@@ -124,17 +134,48 @@ def pixel_cue(images: Images, side: int = 16, mirrored: bool = False,
     return out
 
 
-def cached_pixel_cue(ds: Dataset, side: int, mirrored: bool = False,
-                     on_progress: ProgressFn | None = None) -> NDArray[np.float32]:
+class Pixels(Protocol):
+    """The two operations of the candidates that read pixels: the cue vectors of some images, and the pair scores of
+    some pairs. Everything else (searching, merging, ranking) works on their results, so where the pixels are (one
+    array here, or a Ray cluster's shards: core.pipelines.scale_candidates) changes nothing in the lists."""
+
+    def cue(self, idx: NDArray[np.int64], side: int, mirrored: bool, shift: tuple[int, int],
+            on_progress: ProgressFn | None) -> NDArray[np.float32]:
+        """pixel_cue of the images idx (in that order)."""
+
+    def scores(self, a: NDArray[np.int64], b: NDArray[np.int64], cfg: PairScoreConfig, zooms: tuple[Zoom, ...],
+               on_progress: ProgressFn | None, phase: str) -> NDArray[np.float32]:
+        """score_pairs of the pairs (a[k], b[k])."""
+
+
+class LocalPixels:
+    """The dataset's decoded array, here (a DatasetError says what to run where the pixels are elsewhere)."""
+
+    def __init__(self, ds: Dataset, purpose: str = "the near-duplicate candidates") -> None:
+        self.images = ds.pixels(purpose)
+
+    def cue(self, idx: NDArray[np.int64], side: int, mirrored: bool, shift: tuple[int, int],
+            on_progress: ProgressFn | None) -> NDArray[np.float32]:
+        parts = []
+        for lo in range(0, len(idx), 8192):
+            parts.append(pixel_cue(np.asarray(self.images[idx[lo : lo + 8192]]), side, mirrored, shift))
+            report(on_progress, "pixel cue", min(len(idx), lo + 8192), len(idx))
+        c = self.images.shape[-1]
+        return np.concatenate(parts) if parts else np.zeros((0, side * side * c), np.float32)
+
+    def scores(self, a: NDArray[np.int64], b: NDArray[np.int64], cfg: PairScoreConfig, zooms: tuple[Zoom, ...],
+               on_progress: ProgressFn | None, phase: str) -> NDArray[np.float32]:
+        return score_pairs(self.images, a, b, cfg, zooms, on_progress=on_progress, phase=phase)
+
+
+def cached_pixel_cue(ds: Dataset, side: int, mirrored: bool = False, on_progress: ProgressFn | None = None,
+                     pixels: Pixels | None = None) -> NDArray[np.float32]:
     """pixel_cue of every image of ds, cached by the dataset's fingerprint."""
     key = cache.make_key("pixel-cue", {"side": side, "mirrored": mirrored, "version": 1}, ds.fingerprint)
 
     def compute() -> dict[str, NDArray[np.float32]]:
-        images, parts = ds.pixels("the pixel cue"), []
-        for lo in range(0, len(ds), 8192):
-            parts.append(pixel_cue(np.asarray(images[lo : lo + 8192]), side, mirrored))
-            report(on_progress, "pixel cue", min(len(ds), lo + 8192), len(ds))
-        return {"cue": np.concatenate(parts) if parts else np.zeros((0, side * side), np.float32)}
+        source = pixels or LocalPixels(ds, "the pixel cue")
+        return {"cue": source.cue(np.arange(len(ds)), side, mirrored, (0, 0), on_progress)}
 
     return cache.cached_arrays(key, compute)["cue"]
 
@@ -152,22 +193,15 @@ def view_name(side: int, mirrored: bool, shift: tuple[int, int]) -> str:
     return f"pixels{side}" + ("-shifted" if shift != (0, 0) else "") + ("-mirrored" if mirrored else "")
 
 
-def nearest(queries: NDArray[np.float32], base: NDArray[np.float32], k: int,
+def nearest(queries: NDArray[np.float32], base: NDArray[np.float32], k: int, search: str = "exact",
             chunk: int = 4096) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
-    """Exact top-k neighbours of each query in base by inner product (FAISS flat), in chunks."""
-    import faiss
+    """Top-k neighbours of each query in base by inner product: exact (core.features.search.exact_topk), or
+    through an IVF index (search="ivf", core.features.search.ivf_topk; its recall is measured in `make bench`)."""
+    from core.features.search import exact_topk, ivf_topk
 
-    index = faiss.IndexFlatIP(base.shape[1])
-    index.add(np.ascontiguousarray(base, np.float32))
-    k = min(k, len(base))
-    ids, sims = [], []
-    for lo in range(0, len(queries), chunk):
-        d, i = index.search(np.ascontiguousarray(queries[lo : lo + chunk], np.float32), k)
-        ids.append(i.astype(np.int64))
-        sims.append(d.astype(np.float32))
-    if not ids:
-        return np.zeros((0, k), np.int64), np.zeros((0, k), np.float32)
-    return np.concatenate(ids), np.concatenate(sims)
+    if search == "ivf":
+        return ivf_topk(queries, base, k)
+    return exact_topk(queries, base, k, chunk)
 
 
 def _searches(ds: Dataset, scope: Scope) -> list[tuple[NDArray[np.int64], NDArray[np.int64]]]:
@@ -215,28 +249,30 @@ def _k(cfg: CandidateConfig, scope: Scope) -> int:
 
 
 def _neighbours(queries: NDArray[np.int64], pool: NDArray[np.int64], query: NDArray[np.float32],
-                base: NDArray[np.float32], k: int, cue: str) -> Found:
-    idx, sims = nearest(query, base, k)
-    return (np.repeat(queries, idx.shape[1]), pool[idx.reshape(-1)], sims.reshape(-1), np.full(idx.size, cue))
+                base: NDArray[np.float32], k: int, cue: str, search: str = "exact") -> Found:
+    idx, sims = nearest(query, base, k, search)
+    found = idx.reshape(-1) >= 0  # an approximate search may find fewer than k
+    return (np.repeat(queries, idx.shape[1])[found], pool[idx.reshape(-1)[found]], sims.reshape(-1)[found],
+            np.full(int(found.sum()), cue))
 
 
-def _cue_pairs(ds: Dataset, scope: Scope, cfg: CandidateConfig, on_progress: ProgressFn | None) -> list[Found]:
+def _cue_pairs(ds: Dataset, scope: Scope, cfg: CandidateConfig, on_progress: ProgressFn | None,
+               pixels: Pixels) -> list[Found]:
     """The pixel views' neighbours and the pHash pairs of one scope."""
-    images = ds.pixels("the pixel cue")
     k, found = _k(cfg, scope), []
     views = query_views(cfg, min(ds.image_shape[:2]))
     for n_done, (side, mirrored, shift) in enumerate(views):
-        base = cached_pixel_cue(ds, side, False, on_progress)  # read once per view, not once per class
-        flipped = cached_pixel_cue(ds, side, True, on_progress) if mirrored and shift == (0, 0) else None
+        base = cached_pixel_cue(ds, side, False, on_progress, pixels)  # read once per view, not once per class
+        flipped = cached_pixel_cue(ds, side, True, on_progress, pixels) if mirrored and shift == (0, 0) else None
         for queries, pool in _searches(ds, scope):
             if (mirrored, shift) == (False, (0, 0)):
                 query = base[queries]
             elif flipped is not None:
                 query = flipped[queries]
             else:
-                query = np.concatenate([pixel_cue(np.asarray(images[queries[lo : lo + 8192]]), side, mirrored, shift)
-                                        for lo in range(0, len(queries), 8192)])
-            found.append(_neighbours(queries, pool, query, base[pool], k, view_name(side, mirrored, shift)))
+                query = pixels.cue(queries, side, mirrored, shift, None)
+            found.append(_neighbours(queries, pool, query, base[pool], k, view_name(side, mirrored, shift),
+                                     cfg.engine(len(pool))))
         report(on_progress, "neighbours", n_done + 1, len(views))
     if cfg.hash_radius > 0:
         ha, hb, hsim = _hash_pairs(ds, scope, cfg.hash_radius, on_progress)
@@ -246,16 +282,21 @@ def _cue_pairs(ds: Dataset, scope: Scope, cfg: CandidateConfig, on_progress: Pro
 
 def _network_pairs(ds: Dataset, scope: Scope, cfg: CandidateConfig, vectors: NDArray[np.float32]) -> list[Found]:
     """Neighbours in the penultimate layer of the network trained on the data (cosine: the vectors are L2-normal)."""
-    return [_neighbours(queries, pool, vectors[queries], vectors[pool], _k(cfg, scope), "network")
-            for queries, pool in _searches(ds, scope)]
+    return [_neighbours(queries, pool, vectors[queries], vectors[pool], _k(cfg, scope), "network",
+                        cfg.engine(len(pool))) for queries, pool in _searches(ds, scope)]
 
 
 def _scored(ds: Dataset, scope: Scope, cfg: CandidateConfig, found: list[Found], on_progress: ProgressFn | None,
-            leave_out: Candidates | None = None, phase: str = "pair score") -> Candidates:
+            pixels: Pixels, leave_out: tuple[Candidates, NDArray[np.float32]] | None = None,
+            phase: str = "pair score") -> tuple[Candidates, NDArray[np.float32]]:
     """The distinct pairs of `found` that belong to the scope (and are not in `leave_out`), each credited to the
-    cue that saw it most similar, with their pair score (a query's best pairs also at the zooms), best first."""
+    cue that saw it most similar, with their pair score, best first, and their score before the zooms.
+
+    A query's best `zoomed_per_query` pairs are scored again at the zooms; with `leave_out` (the other part and
+    its unzoomed scores), the best of both parts together, so a query's zoomed pairs are the same whichever
+    part found them."""
     if not found:
-        return _empty(scope)
+        return _empty(scope), np.zeros(0, np.float32)
     a, b = np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
     sim, cue = np.concatenate([f[2] for f in found]), np.concatenate([f[3] for f in found])
     if scope is not Scope.LEAKAGE:  # a training pair found from either end is one pair, smaller index first
@@ -269,18 +310,19 @@ def _scored(ds: Dataset, scope: Scope, cfg: CandidateConfig, found: list[Found],
     if scope is not Scope.LEAKAGE:
         same = ds.labels[a] == ds.labels[b]
         keep &= same if scope is Scope.WITHIN else ~same
-    if leave_out is not None and len(leave_out):
-        keep &= ~np.isin(a * len(ds) + b, leave_out.a * len(ds) + leave_out.b)
+    other, other_plain = leave_out if leave_out is not None else (_empty(scope), np.zeros(0, np.float32))
+    if len(other):
+        keep &= ~np.isin(a * len(ds) + b, other.a * len(ds) + other.b)
     a, b, sim, cue = a[keep], b[keep], sim[keep], cue[keep]
-    images = ds.pixels("the pair score")
-    score = score_pairs(images, a, b, cfg.score, on_progress=on_progress, phase=phase)
+    plain = pixels.scores(a, b, cfg.score, (), on_progress, phase)
+    score = plain.copy()
     if cfg.score.zooms and cfg.zoomed_per_query:  # a query's best pairs at the zooms: a re-crop scores low unzoomed
-        best = top_per_query(a, score, cfg.zoomed_per_query)
-        zoomed = score_pairs(images, a[best], b[best], cfg.score, cfg.score.zooms, on_progress=on_progress,
-                             phase=f"{phase} at the zooms")
+        joint = top_per_query(np.concatenate([a, other.a]), np.concatenate([plain, other_plain]), cfg.zoomed_per_query)
+        best = joint[joint < len(a)]  # the ones of this part
+        zoomed = pixels.scores(a[best], b[best], cfg.score, cfg.score.zooms, on_progress, f"{phase} at the zooms")
         score[best] = np.maximum(score[best], zoomed)
     order = np.lexsort((-sim, -score))
-    return Candidates(scope, a[order], b[order], sim[order], score[order], cue[order])
+    return Candidates(scope, a[order], b[order], sim[order], score[order], cue[order]), plain[order]
 
 
 def _empty(scope: Scope) -> Candidates:
@@ -296,18 +338,21 @@ def _merged(first: Candidates, more: Candidates) -> Candidates:
     return both.subset(np.lexsort((-both.cue_similarity, -both.score)))
 
 
-def _cues_part(ds: Dataset, scope: Scope, cfg: CandidateConfig, on_progress: ProgressFn | None) -> Candidates:
-    return _scored(ds, scope, cfg, _cue_pairs(ds, scope, cfg, on_progress), on_progress)
+def _cues_part(ds: Dataset, scope: Scope, cfg: CandidateConfig, on_progress: ProgressFn | None,
+               pixels: Pixels | None = None) -> tuple[Candidates, NDArray[np.float32]]:
+    pixels = pixels or LocalPixels(ds)
+    return _scored(ds, scope, cfg, _cue_pairs(ds, scope, cfg, on_progress, pixels), on_progress, pixels)
 
 
-def _network_part(ds: Dataset, scope: Scope, cfg: CandidateConfig, vectors: NDArray[np.float32], cues: Candidates,
-                  on_progress: ProgressFn | None) -> Candidates:
-    return _scored(ds, scope, cfg, _network_pairs(ds, scope, cfg, vectors), on_progress, cues,
-                   "network cue: pair score")
+def _network_part(ds: Dataset, scope: Scope, cfg: CandidateConfig, vectors: NDArray[np.float32],
+                  cues: tuple[Candidates, NDArray[np.float32]], on_progress: ProgressFn | None,
+                  pixels: Pixels | None = None) -> tuple[Candidates, NDArray[np.float32]]:
+    return _scored(ds, scope, cfg, _network_pairs(ds, scope, cfg, vectors), on_progress, pixels or LocalPixels(ds),
+                   cues, "network cue: pair score")
 
 
 def find_candidates(ds: Dataset, scope: Scope | str = Scope.LEAKAGE, cfg: CandidateConfig = CandidateConfig(), *,
-                    on_progress: ProgressFn | None = None) -> Candidates:
+                    on_progress: ProgressFn | None = None, pixels: Pixels | None = None) -> Candidates:
     """Candidate pairs of one scope, best pair score first.
 
     leakage: each test image and its top_k nearest training images per view; within: training pairs
@@ -316,17 +361,19 @@ def find_candidates(ds: Dataset, scope: Scope | str = Scope.LEAKAGE, cfg: Candid
     did not find (so a network trained later adds its pairs without the others being scored again).
     """
     scope = parse(scope)
-    cues = _cues_part(ds, scope, cfg, on_progress)
+    cues = _cues_part(ds, scope, cfg, on_progress, pixels)
     emb = cached_embedding(ds) if cfg.network else None
-    return cues if emb is None else _merged(cues, _network_part(ds, scope, cfg, emb.vectors, cues, on_progress))
+    return cues[0] if emb is None else _merged(cues[0], _network_part(ds, scope, cfg, emb.vectors, cues,
+                                                                      on_progress, pixels)[0])
 
 
-def _arrays(c: Candidates) -> dict[str, NDArray[Any]]:
-    return {"a": c.a, "b": c.b, "cue_similarity": c.cue_similarity, "score": c.score, "cue": c.cue}
+def _arrays(part: tuple[Candidates, NDArray[np.float32]]) -> dict[str, NDArray[Any]]:
+    c, plain = part
+    return {"a": c.a, "b": c.b, "cue_similarity": c.cue_similarity, "score": c.score, "cue": c.cue, "plain": plain}
 
 
-def _from_arrays(scope: Scope, r: dict[str, NDArray[Any]]) -> Candidates:
-    return Candidates(scope, r["a"], r["b"], r["cue_similarity"], r["score"], r["cue"])
+def _from_arrays(scope: Scope, r: dict[str, NDArray[Any]]) -> tuple[Candidates, NDArray[np.float32]]:
+    return Candidates(scope, r["a"], r["b"], r["cue_similarity"], r["score"], r["cue"]), r["plain"]
 
 
 def candidates_key(ds: Dataset, scope: Scope | str, cfg: CandidateConfig = CandidateConfig()) -> str:
@@ -335,28 +382,55 @@ def candidates_key(ds: Dataset, scope: Scope | str, cfg: CandidateConfig = Candi
     return cache.make_key("candidates", params, ds.fingerprint)
 
 
+def network_key(ds: Dataset, scope: Scope | str, cfg: CandidateConfig = CandidateConfig()) -> str | None:
+    """The cache key of the pairs the network's embedding adds to one scope, or None without a cached embedding."""
+    network = cached_embedding_key(ds) if cfg.network else None
+    if network is None:
+        return None
+    params = {"scope": parse(scope), "cfg": replace(cfg, network=False), "version": CANDIDATES_VERSION}
+    return cache.make_key("candidates-network", {**params, "network": network}, ds.fingerprint)
+
+
 def has_candidates(ds: Dataset, cfg: CandidateConfig = CandidateConfig()) -> bool:
     """Whether every scope's candidates are on disk (nothing is read or computed)."""
     return all(cache.peek_arrays(candidates_key(ds, s, cfg)) is not None for s in SCOPES)
 
 
 def cached_candidates(ds: Dataset, scope: Scope | str = Scope.LEAKAGE, cfg: CandidateConfig = CandidateConfig(), *,
-                      on_progress: ProgressFn | None = None, every_match: bool = False) -> Candidates:
+                      on_progress: ProgressFn | None = None, every_match: bool = False,
+                      pixels: Pixels | None = None) -> Candidates:
     """find_candidates, cached in two parts by the dataset's fingerprint, the scope and the config: the pixel
     views' and hashes' pairs, and the pairs the network's embedding adds (keyed by that embedding as well),
     so that a network trained later costs only its own pairs.
 
     The leakage list holds each test image once, with its best training match, unless every_match."""
     scope = parse(scope)
-    # the cues' part is the same with the network cue or without it: one key for both
-    params = {"scope": scope, "cfg": replace(cfg, network=False), "version": CANDIDATES_VERSION}
-    key = candidates_key(ds, scope, cfg)
-    found = cues = _from_arrays(scope, cache.cached_arrays(key, lambda: _arrays(_cues_part(ds, scope, cfg,
-                                                                                           on_progress))))
-    network = cached_embedding_key(ds) if cfg.network else None
-    emb = cached_embedding(ds) if network is not None else None
-    if emb is not None:  # the network cue's input takes part in its key
-        key = cache.make_key("candidates-network", {**params, "network": network}, ds.fingerprint)
-        found = _merged(cues, _from_arrays(scope, cache.cached_arrays(key, lambda: _arrays(
-            _network_part(ds, scope, cfg, emb.vectors, cues, on_progress)))))
+    parts = candidate_parts(ds, scope, cfg, on_progress=on_progress, pixels=pixels)
+    found = parts[0] if len(parts) == 1 else _merged(parts[0], parts[1])
     return found.best_per_query() if scope is Scope.LEAKAGE and not every_match else found
+
+
+def candidate_parts(ds: Dataset, scope: Scope, cfg: CandidateConfig = CandidateConfig(), *,
+                    on_progress: ProgressFn | None = None, pixels: Pixels | None = None) -> list[Candidates]:
+    """The cached parts of one scope's list: the pixel views' and hashes' pairs (one key with the network cue on or
+    off), then the network's own pairs where its embedding is on disk (its input takes part in the key)."""
+    cues = _from_arrays(scope, cache.cached_arrays(candidates_key(ds, scope, cfg), lambda: _arrays(
+        _cues_part(ds, scope, cfg, on_progress, pixels))))
+    out = [cues[0]]
+    key = network_key(ds, scope, cfg)
+    emb = cached_embedding(ds) if key is not None else None
+    if key is not None and emb is not None:
+        out.append(_from_arrays(scope, cache.cached_arrays(key, lambda: _arrays(
+            _network_part(ds, scope, cfg, emb.vectors, cues, on_progress, pixels))))[0])
+    return out
+
+
+def part_arrays(ds: Dataset, scope: Scope, cfg: CandidateConfig = CandidateConfig()) -> dict[str, dict[str, Any]]:
+    """Each cached part of one scope as arrays by its cache key (for a Ray result folder to carry)."""
+    keys = [candidates_key(ds, scope, cfg), network_key(ds, scope, cfg)]
+    return {k: a for k in keys if k is not None and (a := cache.peek_arrays(k)) is not None}
+
+
+def store_part(key: str, arrays: dict[str, Any]) -> None:
+    """Store a part computed elsewhere (a Ray job) under its key, unless it is there already."""
+    cache.cached_arrays(key, lambda: arrays)
