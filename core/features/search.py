@@ -73,22 +73,51 @@ def ivf_cells(n: int) -> int:
     return max(1, min(n // 40, round(4 * math.sqrt(n))))
 
 
+class IvfIndex:
+    """A FAISS IVF-Flat index over `base` (k-means cells; each query searches the `nprobe` nearest cells), built
+    once and searched by every query view."""
+
+    def __init__(self, base: NDArray[np.float32], nprobe: int = NPROBE, cells: int | None = None,
+                 seed: int = 0) -> None:
+        import faiss
+
+        self.n = len(base)
+        d = base.shape[1]
+        nlist = cells or ivf_cells(self.n)
+        self.quantizer = faiss.IndexFlatIP(d)  # held: the index refers to it
+        self.index = faiss.IndexIVFFlat(self.quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+        if self.n:
+            rng = np.random.default_rng(seed)
+            sample = base[np.sort(rng.choice(self.n, min(self.n, 64 * nlist), replace=False))]
+            self.index.train(np.ascontiguousarray(sample, np.float32))
+            self.index.add(np.ascontiguousarray(base, np.float32))
+        self.index.nprobe = min(nprobe, nlist)
+
+    def search(self, queries: NDArray[np.float32], k: int) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        """Approximate top-k by inner product (-1 where a query finds fewer than k)."""
+        k = min(k, self.n)
+        if len(queries) == 0 or k == 0:
+            return np.zeros((len(queries), k), np.int64), np.zeros((len(queries), k), np.float32)
+        sims, ids = self.index.search(np.ascontiguousarray(queries, np.float32), k)
+        return ids.astype(np.int64), sims.astype(np.float32)
+
+
+class ExactIndex:
+    """The exact search (exact_topk) behind the same interface as IvfIndex."""
+
+    def __init__(self, base: NDArray[np.float32]) -> None:
+        self.base = base
+
+    def search(self, queries: NDArray[np.float32], k: int) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        return exact_topk(queries, self.base, k)
+
+
+def vector_index(base: NDArray[np.float32], search: str) -> IvfIndex | ExactIndex:
+    """An index over base for many query sets: 'ivf' (built once) or 'exact'."""
+    return IvfIndex(base) if search == "ivf" else ExactIndex(base)
+
+
 def ivf_topk(queries: NDArray[np.float32], base: NDArray[np.float32], k: int, nprobe: int = NPROBE,
              cells: int | None = None, seed: int = 0) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
     """Approximate top-k by inner product through a FAISS IVF-Flat index (-1 where a query finds fewer than k)."""
-    import faiss
-
-    k = min(k, len(base))
-    if len(queries) == 0 or k == 0:
-        return np.zeros((len(queries), k), np.int64), np.zeros((len(queries), k), np.float32)
-    d = base.shape[1]
-    nlist = cells or ivf_cells(len(base))
-    quantizer = faiss.IndexFlatIP(d)
-    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-    rng = np.random.default_rng(seed)
-    sample = base[np.sort(rng.choice(len(base), min(len(base), 64 * nlist), replace=False))]
-    index.train(np.ascontiguousarray(sample, np.float32))
-    index.add(np.ascontiguousarray(base, np.float32))
-    index.nprobe = min(nprobe, nlist)
-    sims, ids = index.search(np.ascontiguousarray(queries, np.float32), k)
-    return ids.astype(np.int64), sims.astype(np.float32)
+    return IvfIndex(base, nprobe, cells, seed).search(queries, k)

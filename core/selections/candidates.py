@@ -38,6 +38,7 @@ from core.data.types import Images, ProgressFn, report
 from core.features.embedding import cached_embedding, cached_embedding_key
 from core.features.hashing import HashConfig
 from core.features.pair_score import PairScoreConfig, Zoom, score_pairs
+from core.features.search import ExactIndex, IvfIndex, vector_index
 from core.selections.duplicates import build_index
 
 # 3: detail, zooms; 4: scaled to the size; 5: network, hash cues; 6: credit the best cue; 7: shifted query views,
@@ -249,8 +250,8 @@ def _k(cfg: CandidateConfig, scope: Scope) -> int:
 
 
 def _neighbours(queries: NDArray[np.int64], pool: NDArray[np.int64], query: NDArray[np.float32],
-                base: NDArray[np.float32], k: int, cue: str, search: str = "exact") -> Found:
-    idx, sims = nearest(query, base, k, search)
+                index: IvfIndex | ExactIndex, k: int, cue: str) -> Found:
+    idx, sims = index.search(query, k)
     found = idx.reshape(-1) >= 0  # an approximate search may find fewer than k
     return (np.repeat(queries, idx.shape[1])[found], pool[idx.reshape(-1)[found]], sims.reshape(-1)[found],
             np.full(int(found.sum()), cue))
@@ -258,22 +259,28 @@ def _neighbours(queries: NDArray[np.int64], pool: NDArray[np.int64], query: NDAr
 
 def _cue_pairs(ds: Dataset, scope: Scope, cfg: CandidateConfig, on_progress: ProgressFn | None,
                pixels: Pixels) -> list[Found]:
-    """The pixel views' neighbours and the pHash pairs of one scope."""
+    """The pixel views' neighbours and the pHash pairs of one scope; one index per side and search, searched by
+    every view of the queries (an IVF index is trained once)."""
     k, found = _k(cfg, scope), []
     views = query_views(cfg, min(ds.image_shape[:2]))
-    for n_done, (side, mirrored, shift) in enumerate(views):
-        base = cached_pixel_cue(ds, side, False, on_progress, pixels)  # read once per view, not once per class
-        flipped = cached_pixel_cue(ds, side, True, on_progress, pixels) if mirrored and shift == (0, 0) else None
-        for queries, pool in _searches(ds, scope):
-            if (mirrored, shift) == (False, (0, 0)):
-                query = base[queries]
-            elif flipped is not None:
-                query = flipped[queries]
-            else:
-                query = pixels.cue(queries, side, mirrored, shift, None)
-            found.append(_neighbours(queries, pool, query, base[pool], k, view_name(side, mirrored, shift),
-                                     cfg.engine(len(pool))))
-        report(on_progress, "neighbours", n_done + 1, len(views))
+    searches = _searches(ds, scope)
+    n_done, total = 0, len(views) * len(searches)
+    for side in cfg.sides:
+        base = cached_pixel_cue(ds, side, False, on_progress, pixels)  # read once per side, not once per class
+        flip = cfg.score.flip
+        flipped = cached_pixel_cue(ds, side, True, on_progress, pixels) if flip else None
+        for queries, pool in searches:
+            index = vector_index(base[pool], cfg.engine(len(pool)))
+            for _, mirrored, shift in [v for v in views if v[0] == side]:
+                if (mirrored, shift) == (False, (0, 0)):
+                    query = base[queries]
+                elif mirrored and shift == (0, 0) and flipped is not None:
+                    query = flipped[queries]
+                else:
+                    query = pixels.cue(queries, side, mirrored, shift, None)
+                found.append(_neighbours(queries, pool, query, index, k, view_name(side, mirrored, shift)))
+                n_done += 1
+                report(on_progress, "neighbours", n_done, total)
     if cfg.hash_radius > 0:
         ha, hb, hsim = _hash_pairs(ds, scope, cfg.hash_radius, on_progress)
         found.append((ha, hb, hsim, np.full(len(ha), f"phash<={cfg.hash_radius}")))
@@ -282,8 +289,8 @@ def _cue_pairs(ds: Dataset, scope: Scope, cfg: CandidateConfig, on_progress: Pro
 
 def _network_pairs(ds: Dataset, scope: Scope, cfg: CandidateConfig, vectors: NDArray[np.float32]) -> list[Found]:
     """Neighbours in the penultimate layer of the network trained on the data (cosine: the vectors are L2-normal)."""
-    return [_neighbours(queries, pool, vectors[queries], vectors[pool], _k(cfg, scope), "network",
-                        cfg.engine(len(pool))) for queries, pool in _searches(ds, scope)]
+    return [_neighbours(queries, pool, vectors[queries], vector_index(vectors[pool], cfg.engine(len(pool))),
+                        _k(cfg, scope), "network") for queries, pool in _searches(ds, scope)]
 
 
 def _scored(ds: Dataset, scope: Scope, cfg: CandidateConfig, found: list[Found], on_progress: ProgressFn | None,
