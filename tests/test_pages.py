@@ -95,3 +95,63 @@ def test_report_page_builds_the_file_and_offers_it() -> None:
     downloads = [d for d in at.get("download_button") if d.proto.label == "Download report.html"]
     assert downloads, "the built report is offered for download"
     assert any("MB. Preview" in c.value for c in at.caption)
+
+
+def test_the_way_out_shows_a_result_now_and_switches_to_the_trained_embedding(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the network trains, 'Show it now' shows the semantic result on an embedding that needs no training
+    (the page's own Embedding widget is drawn already: the switch must not write to it), and once the trained
+    embedding is on disk the page switches to it by itself."""
+    import threading
+    import time
+
+    import numpy as np
+    from PIL import Image
+
+    import core.features.embedding as embedding
+    import ui.data
+    from core.data.datasets import load_dataset
+
+    rng = np.random.default_rng(7)  # a folder no other test has embedded
+    for split in ("train", "test"):
+        for cls in ("a", "b"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(30 if split == "train" else 6):
+                pixels = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(tmp_path / split / cls / f"{i}.png")
+    spec = f"imagefolder:{tmp_path}"
+    release = threading.Event()
+    real_key, real_embed = embedding.cached_embedding_key, ui.data.embed
+
+    def key_when_released(ds, cfg=embedding.EmbedConfig()):  # type: ignore[no-untyped-def]
+        return real_key(ds, cfg) if release.is_set() else None
+
+    def held_embed(ds, cfg=embedding.EmbedConfig(), **kw):  # type: ignore[no-untyped-def]
+        if cfg.model == "trained":
+            assert release.wait(120), "never released"
+        return real_embed(ds, cfg, **kw)
+
+    monkeypatch.setenv("REDEX_STEP_WAIT", "0.2")
+    monkeypatch.setattr(embedding, "cached_embedding_key", key_when_released)
+    monkeypatch.setattr(ui.data, "embed", held_embed)
+    at = page("views/semantic.py", spec=spec)
+    at.run()
+    assert not at.exception
+    assert any("trains on this dataset" in i.value for i in at.info)
+    at.button(key="way_out_go").click().run()
+    deadline = time.monotonic() + 120
+    while any("Shown with" in c.value for c in at.caption) is False or at.session_state["embedding"] == "trained":
+        assert not at.exception, at.exception
+        assert time.monotonic() < deadline, "no stand-in result"
+        time.sleep(0.5)
+        at.run()
+    assert at.session_state["embedding"] != "trained" and at.session_state["embedding_switch_back"]
+    release.set()
+    ds = load_dataset(spec)
+    while real_key(ds, embedding.EmbedConfig()) is None:
+        assert time.monotonic() < deadline + 120, "the trained embedding never arrived"
+        time.sleep(0.5)
+    at.run()
+    assert not at.exception, at.exception
+    assert at.session_state["embedding"] == "trained" and not at.session_state["embedding_switch_back"]
+    assert not any("Shown with" in c.value for c in at.caption)

@@ -14,7 +14,7 @@ from core.features.embedding import Embeddings
 from core.selections.selection import Selection
 from core.selections.semantic import Dendrograms
 from ui import data
-from ui.state import settings
+from ui.state import PENDING_EMBEDDING, settings
 
 T = TypeVar("T")
 
@@ -99,10 +99,10 @@ def way_out(ds: Dataset, model: str) -> str:
 
     ss = st.session_state
     trained_ready = cached_embedding_key(ds, EmbedConfig()) is not None
-    if ss.get("embedding_switch_back") and trained_ready:
-        ss["embedding"], ss["embedding_switch_back"] = "trained", False
+    if ss.get("embedding_switch_back") and trained_ready:  # the widget is drawn already: the next run switches
+        ss[PENDING_EMBEDDING], ss["embedding_switch_back"] = "trained", False
         st.toast("The trained embedding is ready: the page shows it now.", icon=":material/check_circle:")
-        return "trained"
+        st.rerun()
     if model == "trained" and not trained_ready:
         job = step_registry().get(data.embedding_key(ds, "trained"))
         left = job.seconds_left() if job is not None and job.status == "running" else None
@@ -110,12 +110,14 @@ def way_out(ds: Dataset, model: str) -> str:
         st.info(f"The network behind the semantic embedding trains on this dataset{when}; the result appears when it "
                 "is done. To look at a result now, use an embedding that needs no training:", icon=":material/info:")
         c1, c2, c3 = st.columns([2, 2, 3])
-        choice = c1.selectbox("Embedding now", _untrained_choices(), key="way_out_model",
+        c1.selectbox("Embedding now", _untrained_choices(), key="way_out_model",
                               format_func=lambda m: m, label_visibility="collapsed")
-        back = c3.checkbox("Switch to trained when ready", value=True, key="way_out_back")
-        if c2.button("Show it now", key="way_out_go", icon=":material/bolt:"):
-            ss["embedding"], ss["embedding_switch_back"] = choice, back
-            st.rerun()
+        c3.checkbox("Switch to trained when ready", value=True, key="way_out_back")
+
+        def show_now() -> None:  # a callback runs before the next run draws the embedding widget
+            ss["embedding"], ss["embedding_switch_back"] = ss["way_out_model"], ss["way_out_back"]
+
+        c2.button("Show it now", key="way_out_go", icon=":material/bolt:", on_click=show_now)
     elif model != "trained" and ss.get("embedding_switch_back"):
         st.caption(f"Shown with {UNTRAINED.get(model, model)}, until the trained network is ready; the page switches "
                    "to it then.")

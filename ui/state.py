@@ -62,6 +62,9 @@ DEFAULTS: dict[str, Any] = {
 ALLOW_ENV = "REDEX_DATA_ROOTS"
 
 
+PENDING_EMBEDDING = "embedding_pending"  # the embedding the next run shows (set by a switch after the widget exists)
+
+
 def ensure_state() -> None:
     """Set every default that is not set yet, and keep the rest.
 
@@ -70,6 +73,8 @@ def ensure_state() -> None:
     """
     for key, value in DEFAULTS.items():
         st.session_state[key] = st.session_state.get(key, value)
+    if PENDING_EMBEDDING in st.session_state:  # a switch asked for after the widget was drawn: now, before it
+        st.session_state["embedding"] = st.session_state.pop(PENDING_EMBEDDING)
 
 
 def settings() -> Settings:
