@@ -44,6 +44,11 @@ PROBE = """() => {
 }"""
 
 
+def _job(label: str) -> str:
+    """A progress bar's job: its label up to the first colon ('Embedding (trained): train 70/150 ...')."""
+    return label.split("\n")[0].split(":")[0][:80]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -73,10 +78,10 @@ class Visit:
             now = time.perf_counter() - self.opened
             if state is not None:
                 for label in state["bars"]:
-                    key = label.split("\n")[0][:80]
+                    key = _job(label)
                     self.bars_seen.setdefault(key, now)
                     self.bars_gone.pop(key, None)
-                for key in set(self.bars_seen) - {b.split("\n")[0][:80] for b in state["bars"]}:
+                for key in set(self.bars_seen) - {_job(b) for b in state["bars"]}:
                     self.bars_gone.setdefault(key, now)
                 last_bars = state["bars"]
                 if self.first is None and state["results"] > 0 and not state["running"]:
@@ -132,9 +137,12 @@ def main() -> int:
             page.goto(url, wait_until="domcontentloaded")
 
             def go(title: str, name: str) -> Visit:
+                before = page.evaluate(PROBE)["h1"]
                 page.locator("[data-testid='stSidebarNav'] a", has_text=title).first.click()
-                page.wait_for_timeout(500)
-                return Visit(page, name, t0, log)
+                visit = Visit(page, name, t0, log)
+                page.wait_for_function("(old) => { const h = document.querySelector(\"[data-testid='stMain'] h1\");"
+                                       " return h && h.innerText !== old; }", arg=before, timeout=120_000)
+                return visit
 
             def complete(state: dict[str, Any]) -> bool:
                 return not state["bars"] and bool(state["h1"])
@@ -174,7 +182,73 @@ def main() -> int:
               "server_log_tail": text[-2000:]}
     (ROOT / "docs" / "first-hour.json").write_text(json.dumps(record, indent=1) + "\n")
     shutil.rmtree(work, ignore_errors=True)
+    _splice(ROOT / "docs" / "BENCHMARKS.md")
     return 0
+
+
+def _splice(path: Path) -> None:
+    """Rewrite the first-hour section of docs/BENCHMARKS.md in place (the rest is `make bench`'s)."""
+    text = path.read_text().split("\n") if path.exists() else ["# Benchmarks"]
+    head = "## A newcomer's first hour"
+    tail = "Sections and what they measure:"
+    start = next((i for i, line in enumerate(text) if line == head), None)
+    end = next((i for i, line in enumerate(text) if line == tail), len(text))
+    if start is not None:
+        text = text[: start - 1] + text[end - 1 :]
+        end = next((i for i, line in enumerate(text) if line == tail), len(text))
+    text = text[: end - 1] + section() + text[end - 1 :]
+    path.write_text("\n".join(text))
+
+
+GOALS = {"near_duplicates": ("every scope's candidates", 300), "semantic_trained": ("the trained semantic result", 900)}
+TITLES = {"home": "Home", "near_duplicates": "Near-duplicates (all three scopes)", "review": "Review pairs",
+          "semantic": "Semantic redundancy (the stand-in offered while the network trains)", "map": "Map",
+          "experiments": "Experiments", "report": "Report",
+          "semantic_trained": "Semantic redundancy again, until the trained embedding replaces the stand-in",
+          "home_again": "Home again, until every tile is final"}
+
+
+def _jobs(visit: dict[str, Any]) -> dict[str, tuple[float, float | None]]:
+    """Each job seen on the page: when its bar first showed and when the last of its bars went (from opening)."""
+    out: dict[str, tuple[float, float | None]] = {}
+    for label, t in visit["bars"].items():
+        job = _job(label)
+        seen, gone = out.get(job, (t["seen_s"], t["gone_s"]))
+        ends = [g for g in (gone, t["gone_s"]) if g is not None]
+        out[job] = (min(seen, t["seen_s"]), max(ends) if ends and t["gone_s"] is not None else None)
+    return out
+
+
+def section(path: Path = ROOT / "docs" / "first-hour.json") -> list[str]:
+    """The timeline as markdown lines for docs/BENCHMARKS.md (empty when it was never measured)."""
+    if not path.exists():
+        return []
+    record = json.loads(path.read_text())
+    fmt = lambda s: "–" if s is None else (f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min")  # noqa: E731
+    lines = ["", "## A newcomer's first hour", "",
+             f"`python -m bench.first_hour` on `{record['dataset']}`, {record['cores']} cores, an empty cache and "
+             "no other work on the machine: one Chromium tab visits the pages through the sidebar in the order below, "
+             "moving on once a page shows a first result (Home, Semantic, Map) or is complete (the others). "
+             "Times are from opening the page, and from the first request (the timeline). A first result is a "
+             "metric, image, chart or table in the main column; complete means no progress bar is left there. "
+             "Screenshots of both moments: docs/screenshots/first-hour/.", "",
+             "| page | opened at | first result | complete | jobs seen there (bar shown → gone, from opening) |",
+             "|---|---|---|---|---|"]
+    for v in record["visits"]:
+        jobs = "; ".join(f"{j}: {fmt(a)} → {fmt(b)}" for j, (a, b) in _jobs(v).items()) or "none"
+        lines.append(f"| {TITLES.get(v['page'], v['page'])} | {fmt(v['opened_at_s'])} | {fmt(v['first_result_s'])} "
+                     f"| {fmt(v['complete_s'])} | {jobs} |")
+    for page, (what, goal) in GOALS.items():
+        v = next((v for v in record["visits"] if v["page"] == page), None)
+        if v is None or v["complete_s"] is None:
+            lines.append(f"- Goal for {what}, {fmt(goal)} from the first request: not reached in this run.")
+            continue
+        at = v["opened_at_s"] + v["complete_s"]
+        verdict = "met" if at <= goal else f"missed by {fmt(at - goal)}"
+        lines.append(f"- Goal for {what}: {fmt(goal)} from the first request; reached at {fmt(at)}: {verdict}.")
+    lines.append(f"- The server stopped cleanly (no 'terminate called', no traceback in its log): "
+                 f"{'yes' if record['server_stopped_cleanly'] else 'NO'}.")
+    return lines
 
 
 if __name__ == "__main__":

@@ -67,6 +67,9 @@ def write_report(rows: list[dict[str, Any]], elapsed: float, only: list[str] | N
         ratio = f"{r['ratio']:.1f}x" if r.get("ratio") else "–"
         lines.append(f"| {r['figure']} | {r['baseline']} | {_fmt(r['baseline_s'], r['unit'])} | "
                      f"{_fmt(r['ours_s'], r['unit'])} | {ratio} | {r.get('peak_mb', '–')} | {r['notes']} |")
+    from bench.first_hour import section as first_hour
+
+    lines += first_hour()
     lines += ["", "Sections and what they measure:", ""]
     lines += [f"- `{name}`: {' '.join((fn.__doc__ or '').split())}" for name, fn in SECTIONS.items()]
     out.write_text("\n".join(lines) + "\n")

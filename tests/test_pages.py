@@ -134,8 +134,9 @@ def test_the_way_out_shows_a_result_now_and_switches_to_the_trained_embedding(
     monkeypatch.setenv("REDEX_STEP_WAIT", "0.2")
     monkeypatch.setattr(embedding, "cached_embedding_key", key_when_released)
     monkeypatch.setattr(ui.data, "embed", held_embed)
-    at = page("views/semantic.py", spec=spec)
-    at.run()
+    at = page("app.py", spec=spec)  # the whole app, from Home (its own Embedding widget): the choice must
+    at.run()  # survive page switches
+    at.switch_page("views/semantic.py").run()
     assert not at.exception
     assert any("trains on this dataset" in i.value for i in at.info)
     at.button(key="way_out_go").click().run()
@@ -146,6 +147,11 @@ def test_the_way_out_shows_a_result_now_and_switches_to_the_trained_embedding(
         time.sleep(0.5)
         at.run()
     assert at.session_state["embedding"] != "trained" and at.session_state["embedding_switch_back"]
+    stand_in = at.session_state["embedding"]
+    at.switch_page("views/map.py").run()  # another page shows the same stand-in, not the training's bar
+    assert not at.exception, at.exception
+    assert at.session_state["embedding"] == stand_in
+    at.switch_page("views/semantic.py").run()
     release.set()
     ds = load_dataset(spec)
     while real_key(ds, embedding.EmbedConfig()) is None:

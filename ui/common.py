@@ -123,8 +123,7 @@ def way_out(ds: Dataset, model: str) -> str:
                    "to it then.")
 
         @st.fragment(run_every=5.0)
-        def wait_for_trained() -> None:
-            step_registry().touch(data.embedding_key(ds, "trained"))  # it still matters: it goes on first
+        def wait_for_trained() -> None:  # a poll only: the stand-in's own jobs go first, the training after them
             if cached_embedding_key(ds, EmbedConfig()) is not None:
                 st.rerun()
 

@@ -61,7 +61,7 @@ def dup_index(ds: Dataset, method: str, size: int) -> DuplicateIndex | None:
 
 def candidates(ds: Dataset, scope: Scope) -> Candidates | None:
     """Near-duplicate candidates of one scope: pixel neighbours and the pair score (cached)."""
-    return step(f"cands:{ds.fingerprint}:{scope}", f"Finding near-duplicate candidates ({scope.label.lower()})",
+    return step(f"cands:{ds.fingerprint}:{scope}", f"Near-duplicate candidates, {scope.label.lower()}",
                 lambda p: cached_candidates(ds, scope, CandidateConfig(),
                                             on_progress=Stages(p, CANDIDATE_STAGES, "candidates")))
 

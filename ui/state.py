@@ -77,6 +77,21 @@ def ensure_state() -> None:
         st.session_state["embedding"] = st.session_state.pop(PENDING_EMBEDDING)
 
 
+def bound(key: str, where: str) -> dict[str, Any]:
+    """Keyword arguments that bind a widget to the setting `key` through a widget key of its own (one per page).
+
+    The setting itself is then a plain session value: a page that switches it in code (the way out while the
+    network trains) never writes to a drawn widget, and the browser's memory of the same setting's widget on
+    another page cannot bring an old value back (it did: Home's Embedding box undid the way out on the Map)."""
+    wk = f"_{where}_{key}"
+    st.session_state[wk] = st.session_state[key]  # before the widget exists in this run: allowed, and current
+
+    def sync() -> None:
+        st.session_state[key] = st.session_state[wk]
+
+    return {"key": wk, "on_change": sync}
+
+
 def settings() -> Settings:
     """The Settings the widgets hold now: every page, Export and the report compute from this one object."""
     ss = st.session_state

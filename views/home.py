@@ -14,7 +14,7 @@ from core.pipelines.settings import PAIR_SCORE
 from ui.common import current_semantic_selection, open_dataset
 from ui.near import current_near_duplicates, near_settings
 from ui.pairs import leak_note
-from ui.state import ensure_state, settings
+from ui.state import bound, ensure_state, settings
 
 ensure_state()
 st.title("Redundancy Explorer")
@@ -35,7 +35,7 @@ with st.expander("Dataset and methods", expanded=st.session_state["dataset"] == 
         st.rerun()
     c3, c4 = st.columns(2)
     c3.selectbox("Hash method", METHODS, key="hash_method")
-    c4.selectbox("Embedding", MODELS, key="embedding",
+    c4.selectbox("Embedding", MODELS, **bound("embedding", "home"),
                  help="trained: the penultimate layer of a classifier trained on this dataset (works offline)")
 
 ds = open_dataset()

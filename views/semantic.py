@@ -12,7 +12,7 @@ from core.features.embedding import MODELS
 from core.selections.selection import Selection
 from core.selections.semantic import POLICIES
 from ui.common import current_semantic_selection, open_dataset, per_class_chart, ready
-from ui.state import SEM_MODES, ensure_state, settings
+from ui.state import SEM_MODES, bound, ensure_state, settings
 
 CLUSTERS_PER_PAGE = 10
 
@@ -23,7 +23,7 @@ st.caption("Each class is clustered by complete linkage on the cosine distance o
            "dendrograms, so it answers at once.")
 ds = open_dataset()
 c1, c2, c3 = st.columns(3)
-c1.selectbox("Embedding", MODELS, key="embedding")
+c1.selectbox("Embedding", MODELS, **bound("embedding", "semantic"))
 c2.radio("Set the cut by", SEM_MODES, key="sem_mode", horizontal=True)
 c3.selectbox("Representative", POLICIES, key="rep_policy",
              format_func={"mean": "closest to the cluster mean", "random": "random member",

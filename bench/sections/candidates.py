@@ -53,7 +53,9 @@ def candidates() -> list[dict[str, Any]]:
                               + (f" (without them {run_s - own:.1f} s)" if own else "") + f"; by stage: "
                               f"{split}; reading the cached pixel cue {cue_s:.1f} s",
                         command=f"find_candidates(ds, {scope!r})"))
-    total = sum(r["ours_s"] for r in rows)
+    _ROWS[:] = rows
+    rows += _before(ds, cfg, found, network)
+    total = sum(r["ours_s"] for r in rows if r["figure"].split()[0] in ("leakage", "within", "cross"))
     rows.append(row("all three scopes, cues and scores", "-", None, total, notes="the sum of the rows above",
                     command="find_candidates for leakage, within and cross"))
     leak = found["leakage"]
@@ -78,6 +80,36 @@ def candidates() -> list[dict[str, Any]]:
                     command="pair_selection(ds, within, judged, min_score)"))
     rows += _candidate_pr()
     return rows
+
+def _before(ds: Any, cfg: Any, found: dict[str, Any], network: str) -> list[dict[str, Any]]:
+    """Within and across classes again, the way they ran before this change: FAISS's flat index for the exact
+    search (no bf16 pass) and the pair score in one process, against the rows above; the same pairs and scores."""
+    from core.features import pair_score, search
+    from core.selections.candidates import find_candidates
+
+    rows = []
+    saved = search.BF16_FROM, pair_score.PARALLEL_MIN
+    search.BF16_FROM, pair_score.PARALLEL_MIN = 10**18, 10**18
+    try:
+        for scope in ("within", "cross"):
+            base_s, old = timed(lambda scope=scope: find_candidates(ds, scope, cfg))
+            new = found[scope]
+            same = (len(old) == len(new) and np.array_equal(old.a, new.a) and np.array_equal(old.b, new.b)
+                    and np.allclose(old.score, new.score, atol=1e-5))
+            ours = next(r["ours_s"] for r in _ROWS if r["figure"].startswith(scope))
+            rows.append(row(f"{scope} candidates: before and after (bf16 search with re-rank, pair score in "
+                            f"processes)", "FAISS flat search, pair score in one process", base_s, ours,
+                            notes=("same pairs and scores" if same else
+                                   f"DIFFERENT: {len(old):,} pairs before, {len(new):,} after") + f"; {network}",
+                            command=f"find_candidates(ds, {scope!r}) with search.BF16_FROM and "
+                                    "pair_score.PARALLEL_MIN set past any list"))
+    finally:
+        search.BF16_FROM, pair_score.PARALLEL_MIN = saved
+    return rows
+
+
+_ROWS: list[dict[str, Any]] = []  # this run's scope rows, for the before/after rows
+
 
 def _opencv_pair_scores(a: np.ndarray, b: np.ndarray, scaled: tuple[int, float, float]) -> np.ndarray:
     """The pair score's work done with OpenCV, pair by pair: both images smoothed, the central crop of a (shift

@@ -170,8 +170,8 @@ def _pixels(ds: Dataset, cfg: EmbedConfig) -> tuple[NDArray[np.float32], dict[st
     from sklearn.decomposition import PCA
 
     flat = np.asarray(ds.pixels("the pixels embedding"), np.float32).reshape(len(ds), -1) / 255.0
-    dim = min(cfg.pca_dim, flat.shape[1], len(ds))
     fit = flat[ds.split == TRAIN]
+    dim = min(cfg.pca_dim, flat.shape[1], len(fit))  # PCA fits on the training images: at most that many
     pca = PCA(dim, random_state=cfg.seed).fit(fit)
     return pca.transform(flat).astype(np.float32), {"model": "pixels", "pca_dim": dim}
 
