@@ -31,6 +31,15 @@ def test_the_bf16_search_equals_the_exact_float32_one(monkeypatch: pytest.Monkey
     np.testing.assert_allclose(sims, ref_sims, atol=1e-5)
 
 
+def test_the_float32_search_equals_faiss_flat() -> None:
+    rng = np.random.default_rng(3)
+    base, queries = _unit(rng.normal(size=(2000, 48))), _unit(rng.normal(size=(300, 48)))
+    ids, sims = search.exact_topk(queries, base, 5, chunk=128)  # below BF16_FROM: the float32 path
+    ref_ids, ref_sims = search.faiss_flat_topk(queries, base, 5)
+    assert np.array_equal(ids, ref_ids)  # random vectors: no ties
+    np.testing.assert_allclose(sims, ref_sims, atol=1e-5)
+
+
 def test_the_ivf_index_finds_planted_near_duplicates() -> None:
     rng = np.random.default_rng(1)
     base = _unit(rng.normal(size=(20_000, 32)))

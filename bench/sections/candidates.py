@@ -83,13 +83,13 @@ def candidates() -> list[dict[str, Any]]:
 
 def _before(ds: Any, cfg: Any, found: dict[str, Any], network: str) -> list[dict[str, Any]]:
     """Within and across classes again, the way they ran before this change: FAISS's flat index for the exact
-    search (no bf16 pass) and the pair score in one process, against the rows above; the same pairs and scores."""
+    search (no bf16 or torch pass) and the pair score in one process, against the rows above; the same pairs and scores."""
     from core.features import pair_score, search
     from core.selections.candidates import find_candidates
 
     rows = []
-    saved = search.BF16_FROM, pair_score.PARALLEL_MIN
-    search.BF16_FROM, pair_score.PARALLEL_MIN = 10**18, 10**18
+    saved = search.exact_topk, pair_score.PARALLEL_MIN
+    search.exact_topk, pair_score.PARALLEL_MIN = search.faiss_flat_topk, 10**18
     try:
         for scope in ("within", "cross"):
             base_s, old = timed(lambda scope=scope: find_candidates(ds, scope, cfg))
@@ -97,14 +97,14 @@ def _before(ds: Any, cfg: Any, found: dict[str, Any], network: str) -> list[dict
             same = (len(old) == len(new) and np.array_equal(old.a, new.a) and np.array_equal(old.b, new.b)
                     and np.allclose(old.score, new.score, atol=1e-5))
             ours = next(r["ours_s"] for r in _ROWS if r["figure"].startswith(scope))
-            rows.append(row(f"{scope} candidates: before and after (bf16 search with re-rank, pair score in "
+            rows.append(row(f"{scope} candidates: before and after (torch float32 / bf16 search, pair score in "
                             f"processes)", "FAISS flat search, pair score in one process", base_s, ours,
                             notes=("same pairs and scores" if same else
                                    f"DIFFERENT: {len(old):,} pairs before, {len(new):,} after") + f"; {network}",
-                            command=f"find_candidates(ds, {scope!r}) with search.BF16_FROM and "
-                                    "pair_score.PARALLEL_MIN set past any list"))
+                            command=f"find_candidates(ds, {scope!r}) with search.exact_topk = "
+                                    "search.faiss_flat_topk and pair_score.PARALLEL_MIN past any list"))
     finally:
-        search.BF16_FROM, pair_score.PARALLEL_MIN = saved
+        search.exact_topk, pair_score.PARALLEL_MIN = saved
     return rows
 
 

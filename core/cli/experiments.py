@@ -107,12 +107,18 @@ def cmd_evidence(args: argparse.Namespace, progress: ProgressFn) -> int:
                      "one, seed by seed, same recipe):\n\n" + "\n".join(f"- {d.sentence()}" for d in against) + "\n")
         device, label = pick_device(), Path(ds.name.partition(":")[2] or ds.name).name  # not the machine's path
         name, title = f"{label}:{device}", f"{label}: the paired sweep on {device}"
+        default = replace(cfg, training=replace(cfg.training, recipe="", epochs=0, precision="", budget="steps"))
+        variant = cfg.training_recipe(ds) != default.training_recipe(ds) or cfg.budget != default.budget
+        if variant:  # its own section: a shorter or older recipe never replaces the converged one
+            tag = recipes.name_of(cfg.training_recipe(ds))
+            name += ":" + "-".join(tag.replace(",", "").split()) + f":{cfg.budget}"
+            title += f", {tag}, equal {cfg.budget}"
         if other:
             arch = emb.info.get("arch")
             name, title = f"{name}:{arch}-{emb.info.get('epochs')}", f"{title}, semantic subset from {arch}"
         write_section(Path(args.write), name, title, body)
         print(f"wrote the {label} ({device}) section of {args.write}")
-        if not other:
+        if not other and not variant:
             points = budget_curve(ds, cfg)
             write_section(Path(args.write), f"{label}:{device}:budget", f"{label}: the budget that decides the verdict"
                           f" on {device}", render_budget(points))
