@@ -238,6 +238,7 @@ def section(path: Path = ROOT / "docs" / "first-hour.json") -> list[str]:
         jobs = "; ".join(f"{j}: {fmt(a)} → {fmt(b)}" for j, (a, b) in _jobs(v).items()) or "none"
         lines.append(f"| {TITLES.get(v['page'], v['page'])} | {fmt(v['opened_at_s'])} | {fmt(v['first_result_s'])} "
                      f"| {fmt(v['complete_s'])} | {jobs} |")
+    lines.append("")
     for page, (what, goal) in GOALS.items():
         v = next((v for v in record["visits"] if v["page"] == page), None)
         if v is None or v["complete_s"] is None:
@@ -246,6 +247,7 @@ def section(path: Path = ROOT / "docs" / "first-hour.json") -> list[str]:
         at = v["opened_at_s"] + v["complete_s"]
         verdict = "met" if at <= goal else f"missed by {fmt(at - goal)}"
         lines.append(f"- Goal for {what}: {fmt(goal)} from the first request; reached at {fmt(at)}: {verdict}.")
+    lines += [f"- {note}" for note in record.get("notes", [])]
     lines.append(f"- The server stopped cleanly (no 'terminate called', no traceback in its log): "
                  f"{'yes' if record['server_stopped_cleanly'] else 'NO'}.")
     return lines

@@ -58,7 +58,9 @@ def write_report(rows: list[dict[str, Any]], elapsed: float, only: list[str] | N
         "# Benchmarks", "",
         f"Produced by `make bench` (`python -m bench.run`) on {time.strftime('%Y-%m-%d')}, machine: {_machine()}. "
         f"Data: `{SPEC}`. Every ratio is baseline time / our time, both measured in the same run on the same data; "
-        f"peak memory is the section process's maximum RSS. "
+        f"peak memory is the section process's maximum RSS. No GPU was lent to this task: the CUDA preset's "
+        f"accuracy and seconds per run are not measured here (the CUDA path is the CPU path plus autocast and "
+        f"placement, which tests/test_device.py covers as far as a CPU allows). "
         + (f"Sections {', '.join(rerun)} were re-run on their own (`--only`); the other rows come from the last "
            f"full run (about 12 minutes)." if only else f"Whole run: {elapsed / 60:.1f} min."), "",
         "| figure | baseline | baseline | ours | ratio | peak MB | notes |", "|---|---|---|---|---|---|---|",

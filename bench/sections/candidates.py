@@ -83,7 +83,8 @@ def candidates() -> list[dict[str, Any]]:
 
 def _before(ds: Any, cfg: Any, found: dict[str, Any], network: str) -> list[dict[str, Any]]:
     """Within and across classes again, the way they ran before this change: FAISS's flat index for the exact
-    search (no bf16 or torch pass) and the pair score in one process, against the rows above; the same pairs and scores."""
+    search (no bf16 or torch pass) and the pair score in one process, against the rows above; the same pairs
+    and scores."""
     from core.features import pair_score, search
     from core.selections.candidates import find_candidates
 
