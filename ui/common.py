@@ -91,7 +91,7 @@ def _untrained_choices() -> list[str]:
     return ["pixels"] + [m for m in ("resnet18", "resnet50") if weights_path(m).exists()]
 
 
-def way_out(ds: Dataset, model: str) -> str:
+def way_out(ds: Dataset, model: str, compact: bool = False) -> str:
     """The embedding to show now. While the trained network is not ready, say so with its time left and offer an
     embedding that needs no training; with 'switch back' chosen, the trained one replaces it once it is ready."""
     from core.features.embedding import EmbedConfig, cached_embedding_key
@@ -107,11 +107,17 @@ def way_out(ds: Dataset, model: str) -> str:
         job = step_registry().get(data.embedding_key(ds, "trained"))
         left = job.seconds_left() if job is not None and job.status == "running" else None
         when = f" ({duration(left)} left)" if left is not None else ""
-        st.info(f"The network behind the semantic embedding trains on this dataset{when}; the result appears when it "
-                "is done. To look at a result now, use an embedding that needs no training:", icon=":material/info:")
-        c1, c2, c3 = st.columns([2, 2, 3])
+        if compact:  # a narrow tile (Home): the same choices, one under the other
+            st.info(f"The network trains on this dataset{when}. Meanwhile, an embedding that needs no training:",
+                    icon=":material/info:")
+            c1 = c2 = c3 = st.container()
+        else:
+            st.info(f"The network behind the semantic embedding trains on this dataset{when}; the result appears when "
+                    "it is done. To look at a result now, use an embedding that needs no training:",
+                    icon=":material/info:")
+            c1, c2, c3 = st.columns([2, 2, 3])
         c1.selectbox("Embedding now", _untrained_choices(), key="way_out_model",
-                              format_func=lambda m: m, label_visibility="collapsed")
+                     format_func=lambda m: m, label_visibility="collapsed")
         c3.checkbox("Switch to trained when ready", value=True, key="way_out_back")
 
         def show_now() -> None:  # a callback runs before the next run draws the embedding widget
@@ -131,11 +137,11 @@ def way_out(ds: Dataset, model: str) -> str:
     return model
 
 
-def current_semantic_selection(ds: Dataset) -> tuple[Embeddings, Dendrograms, Selection] | None:
+def current_semantic_selection(ds: Dataset, compact: bool = False) -> tuple[Embeddings, Dendrograms, Selection] | None:
     """The semantic subset of the current settings; None while its embedding or dendrograms are computed
     (a dataset that cannot give the embedding says why and stops the page)."""
     s = settings().semantic
-    model = way_out(ds, s.embedding.model)
+    model = way_out(ds, s.embedding.model, compact)
     emb = data.embeddings(ds, model)
     if emb is None:
         return None

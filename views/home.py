@@ -71,7 +71,7 @@ if near is not None and near.leaked is not None:
                 f"{100 * len(near.leaked) / n_test:.1f}% of test" + (f", {note}" if note else ""),
                 delta_color="off", delta_arrow="off", help="Test images with a near-duplicate in the training split")
 with h[1]:
-    semantic = current_semantic_selection(ds)
+    semantic = current_semantic_selection(ds, compact=True)
 if semantic is not None:
     sem_sel = semantic[2]
     h[1].metric("Semantic redundancy", f"{len(sem_sel.removed):,} removed",

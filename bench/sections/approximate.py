@@ -148,7 +148,13 @@ def approximate() -> list[dict[str, Any]]:
         queue = ctx.Queue()
         proc = ctx.Process(target=_child, args=(n, source, queue))
         proc.start()
-        r = queue.get()
+        while True:  # a child killed (out of memory) never answers: say so instead of waiting for ever
+            try:
+                r = queue.get(timeout=30)
+                break
+            except Exception:
+                if not proc.is_alive():
+                    raise RuntimeError(f"the {n:,}-image measurement died (exit code {proc.exitcode})") from None
         proc.join()
         ivf_total = r["build_s"] + r["views"] * r["ivf_view_s"]
         exact_total = r["views"] * r["exact_view_s"]

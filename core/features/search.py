@@ -22,6 +22,7 @@ from core.data.device import pick_device
 
 RERANK = 16  # extra candidates per query re-ranked in float32 after the bf16 pass
 BF16_FROM = 50_000_000  # query x base products from which the bf16 pass pays off
+SIMILARITIES_PER_CHUNK = 2**28  # query x base similarities held at once (1 GB in float32; 16 GB at 4,096 x 1M)
 NPROBE = 32  # IVF cells searched per query (recall of near-duplicate pairs >= 99% on CIFAR-10 and 1M planted)
 
 
@@ -49,6 +50,7 @@ def _float32(queries: NDArray[np.float32], base: NDArray[np.float32], k: int,
     another process shared the cores)."""
     device = pick_device()
     full = torch.from_numpy(np.ascontiguousarray(base, np.float32)).to(device)
+    chunk = max(1, min(chunk, SIMILARITIES_PER_CHUNK // len(base)))
     ids, sims = [], []
     with torch.inference_mode():
         for lo in range(0, len(queries), chunk):
@@ -80,6 +82,7 @@ def _bf16_rerank(queries: NDArray[np.float32], base: NDArray[np.float32], k: int
     device = pick_device()
     full = torch.from_numpy(np.ascontiguousarray(base, np.float32)).to(device)
     low = full.to(torch.bfloat16)
+    chunk = max(1, min(chunk, SIMILARITIES_PER_CHUNK // len(base)))  # a chunk's similarities stay near 1 GB
     wide = min(len(base), k + RERANK)
     ids, sims = [], []
     with torch.inference_mode():
