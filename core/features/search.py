@@ -23,7 +23,7 @@ from core.data.device import pick_device
 RERANK = 16  # extra candidates per query re-ranked in float32 after the bf16 pass
 BF16_FROM = 50_000_000  # query x base products from which the bf16 pass pays off
 SIMILARITIES_PER_CHUNK = 2**28  # query x base similarities held at once (1 GB in float32; 16 GB at 4,096 x 1M)
-NPROBE = 32  # IVF cells searched per query (recall of near-duplicate pairs >= 99% on CIFAR-10 and 1M planted)
+NPROBE = 32  # IVF cells searched per query (`make bench`, section approximate, measures its recall)
 
 
 def _bf16_available() -> bool:
