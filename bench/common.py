@@ -34,3 +34,23 @@ def dataset():  # type: ignore[no-untyped-def]
     from core.data.datasets import load_dataset
 
     return load_dataset(SPEC)
+
+
+def wait_healthy(url: str, tries: int = 240) -> None:
+    """Wait until a Streamlit server at url answers its health check (about 2 minutes at most)."""
+    import urllib.request
+
+    for _ in range(tries):
+        try:
+            urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
+            return
+        except OSError:
+            time.sleep(0.5)
+
+
+def launch_chromium(pw: Any) -> Any:
+    """Debian's chromium, headless, through Playwright (no background requests)."""
+    import shutil
+
+    return pw.chromium.launch(executable_path=shutil.which("chromium"), headless=True, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage"])

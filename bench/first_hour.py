@@ -21,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +109,8 @@ class Visit:
 def main() -> int:
     from playwright.sync_api import sync_playwright
 
+    from bench.common import launch_chromium, wait_healthy
+
     dataset = sys.argv[1] if len(sys.argv) > 1 else f"imagefolder:{CIFAR}"
     work = Path(tempfile.mkdtemp(prefix="redex-first-hour-"))
     port = _free_port()
@@ -123,15 +124,9 @@ def main() -> int:
     log: list[dict[str, Any]] = []
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
+        wait_healthy(url)
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=shutil.which("chromium"), headless=True, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage"])
+            browser = launch_chromium(pw)
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             t0 = time.perf_counter()
             page.goto(url, wait_until="domcontentloaded")

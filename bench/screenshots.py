@@ -7,12 +7,9 @@ Playwright, and saves one full-height PNG per page.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,6 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> int:
     from playwright.sync_api import sync_playwright
+
+    from bench.common import launch_chromium, wait_healthy
 
     dataset = sys.argv[1] if len(sys.argv) > 1 else "digits"
     pages = sys.argv[2:] or ["", "map", "near_duplicates", "semantic", "experiments", "report", "export"]
@@ -33,15 +32,9 @@ def main() -> int:
                             stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}"
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
+        wait_healthy(url)
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=shutil.which("chromium"), headless=True, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage"])
+            browser = launch_chromium(pw)
             for name in pages:  # each opened by its URL, the first one on a fresh server
                 page = browser.new_page(viewport={"width": 1400, "height": 2200})
                 page.goto(f"{url}/{name}")
