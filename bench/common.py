@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -54,3 +57,14 @@ def launch_chromium(pw: Any) -> Any:
 
     return pw.chromium.launch(executable_path=shutil.which("chromium"), headless=True, args=[
         "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage"])
+
+
+def stop_server(proc: subprocess.Popen[Any]) -> None:
+    """Stop a `streamlit run` started with start_new_session=True, with every process it started (its job
+    workers too): SIGTERM to the group, SIGKILL after 30 s."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -109,7 +108,7 @@ class Visit:
 def main() -> int:
     from playwright.sync_api import sync_playwright
 
-    from bench.common import launch_chromium, wait_healthy
+    from bench.common import launch_chromium, stop_server, wait_healthy
 
     dataset = sys.argv[1] if len(sys.argv) > 1 else f"imagefolder:{CIFAR}"
     work = Path(tempfile.mkdtemp(prefix="redex-first-hour-"))
@@ -165,11 +164,7 @@ def main() -> int:
             go("Home", "home_again").until(complete, 900)
             browser.close()
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_server(proc)
         server_log.close()
     text = (work / "server.log").read_text()
     record = {"dataset": dataset, "cores": os.cpu_count(), "visits": log,

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> int:
     from playwright.sync_api import sync_playwright
 
-    from bench.common import launch_chromium, wait_healthy
+    from bench.common import launch_chromium, stop_server, wait_healthy
 
     dataset = sys.argv[1] if len(sys.argv) > 1 else "digits"
     pages = sys.argv[2:] or ["", "map", "near_duplicates", "semantic", "experiments", "report", "export"]
@@ -29,7 +29,7 @@ def main() -> int:
         port = s.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)], cwd=ROOT,
                             env={**os.environ, "REDEX_DATASET": dataset}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         url = f"http://127.0.0.1:{port}"
         wait_healthy(url)
@@ -53,7 +53,7 @@ def main() -> int:
                 page.close()
             browser.close()
     finally:
-        proc.terminate()
+        stop_server(proc)
     return 0
 
 

@@ -4,23 +4,29 @@
 Each size runs in a fresh process, so its peak resident memory is its own. The recall is measured the way the
 candidates search: every query view (plain, shifted, mirrored), train against train, on a sample of queries (every
 planted copy and 2,000 others); the exact search's pairs whose pair score reaches the default minimum score are the
-truth, and the recall is the share of them that the IVF index also returns. The exact search over every query is
-timed on the sample and scaled to all queries (at a million it would take most of an hour); the IVF index is built
-and searched with every query."""
+truth, and the recall is the share of them that the IVF index also returns. Both searches over every query are
+timed on a sample and scaled to all queries (the exact one at a million would take most of an hour a view): the
+exact one on the recall's queries, the IVF index on 50,000 images. A size's figures are kept in
+artifacts/bench/ (with a fingerprint of this file), so a stopped run resumes at the next size."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import multiprocessing as mp
 import resource
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.common import CIFAR, row, section
+from bench.common import CIFAR, ROOT, row, section
 
 SIZES = (60_000, 250_000, 1_000_000)
 SAMPLE = 2_000
+IVF_SAMPLE = 50_000  # queries on which the IVF search of every image is timed
+KEPT = ROOT / "artifacts" / "bench"
 
 
 def synthetic_images(n: int, planted: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -96,10 +102,10 @@ def measure(n: int, source: str) -> dict[str, Any]:
     t0 = time.perf_counter()
     ivf = IvfIndex(base)
     build_s = time.perf_counter() - t0
+    timed_queries = np.sort(rng.choice(n, min(n, IVF_SAMPLE), replace=False))
     t0 = time.perf_counter()
-    for lo in range(0, n, 100_000):  # every image as a query, one view
-        ivf.search(base[lo : lo + 100_000], k)
-    ivf_view_s = time.perf_counter() - t0
+    ivf.search(base[timed_queries], k)  # one view, scaled to every image as a query
+    ivf_view_s = (time.perf_counter() - t0) * n / len(timed_queries)
     ivf_found = [ivf.search(q, k)[0] for q in queries]
     rss_ivf = _rss_mb()
     del ivf
@@ -136,26 +142,44 @@ def _child(n: int, source: str, queue: Any) -> None:
     queue.put(measure(n, source))
 
 
+def _kept(n: int, source: str) -> Path:
+    digest = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+    return KEPT / f"approximate-{n}-{source}-{digest}.json"
+
+
+def _measured(n: int, source: str) -> dict[str, Any]:
+    """One size's figures, from a fresh process (or kept from an earlier run of this very file)."""
+    kept = _kept(n, source)
+    if kept.exists():
+        return dict(json.loads(kept.read_text()))
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(n, source, queue))
+    proc.start()
+    while True:  # a child killed (out of memory) never answers: say so instead of waiting for ever
+        try:
+            r: dict[str, Any] = queue.get(timeout=30)
+            break
+        except Exception:
+            if not proc.is_alive():
+                raise RuntimeError(f"the {n:,}-image measurement died (exit code {proc.exitcode})") from None
+    proc.join()
+    KEPT.mkdir(parents=True, exist_ok=True)
+    tmp = kept.with_suffix(".tmp")
+    tmp.write_text(json.dumps(r))
+    tmp.replace(kept)
+    return r
+
+
 @section
 def approximate() -> list[dict[str, Any]]:
     """The IVF search's recall, time and memory against the exact search at 60k, 250k and 1M images."""
     from core.features.search import NPROBE
 
     rows = []
-    ctx = mp.get_context("spawn")
     for n in SIZES:
         source = "cifar10" if n == 60_000 and (CIFAR / "train").is_dir() else "synthetic"
-        queue = ctx.Queue()
-        proc = ctx.Process(target=_child, args=(n, source, queue))
-        proc.start()
-        while True:  # a child killed (out of memory) never answers: say so instead of waiting for ever
-            try:
-                r = queue.get(timeout=30)
-                break
-            except Exception:
-                if not proc.is_alive():
-                    raise RuntimeError(f"the {n:,}-image measurement died (exit code {proc.exitcode})") from None
-        proc.join()
+        r = _measured(n, source)
         ivf_total = r["build_s"] + r["views"] * r["ivf_view_s"]
         exact_total = r["views"] * r["exact_view_s"]
         planted = ("" if r["planted"] is None else
@@ -168,7 +192,8 @@ def approximate() -> list[dict[str, Any]]:
             notes=f"recall {100 * r['recall']:.2f}% of the {r['above']:,} exact pairs with pair score >= 0.9 "
                   f"(of {r['pairs']:,} exact pairs of {r['sample']:,} sampled queries){planted}; IVF-Flat "
                   f"{r['cells']:,} cells, nprobe {NPROBE}: build {r['build_s']:.1f} s + {r['ivf_view_s']:.1f} s per "
-                  f"view; resident memory {r['rss_data']:,.0f} MB with the images and cues, "
+                  f"view (timed on {min(r['n'], IVF_SAMPLE):,} queries, scaled); resident memory "
+                  f"{r['rss_data']:,.0f} MB with the images and cues, "
                   f"+{r['rss_ivf'] - r['rss_data']:,.0f} MB with the IVF index searched; "
                   f"cue of every image {r['cue_s']:.1f} s",
             command=f"python -m bench.run --only approximate  (bench.sections.approximate.measure({n}, "
