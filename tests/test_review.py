@@ -181,6 +181,8 @@ def test_judgments_override_the_minimum_score_in_every_scope(small, tmp_path: Pa
     store.judge(0, 6, "similar", "leakage")
     store.judge(7, 3, "same", "leakage")
     assert leaked(small, leak, store.load(), 0.8).tolist() == [7]
+    store.judge(6, 2, "same", "leakage")  # not in the list (its best match is image 0): a duplicate still counts
+    assert leaked(small, leak, store.load(), 0.8).tolist() == [6, 7]
 
 
 def test_the_near_duplicates_page_counts_judged_pairs_as_judged(tmp_path: Path,

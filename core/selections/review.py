@@ -199,6 +199,9 @@ def pair_selection(ds: Dataset, within: Candidates, judged: Judged, min_score: f
 
 
 def leaked(ds: Dataset, leakage: Candidates, judged: Judged, min_score: float = DEFAULT_MIN_SCORE) -> NDArray[np.int64]:
-    """Test images with an accepted duplicate in the training split, sorted."""
+    """Test images with an accepted duplicate in the training split, sorted: the list's accepted pairs, and every
+    test image judged a duplicate of a training image, whether or not that pair is in the list (the list keeps a
+    test image's best match, which may be another copy than the one judged, or come from an older list)."""
     pairs = accepted(leakage, judged, min_score)
-    return np.unique(np.concatenate([pairs.a[ds.split[pairs.a] == TEST], pairs.b[ds.split[pairs.b] == TEST]]))
+    listed = np.concatenate([pairs.a[ds.split[pairs.a] == TEST], pairs.b[ds.split[pairs.b] == TEST]])
+    return np.union1d(listed, cleaned_test_list(ds, judged)).astype(np.int64)
