@@ -198,4 +198,5 @@ def approximate() -> list[dict[str, Any]]:
                   f"cue of every image {r['cue_s']:.1f} s",
             command=f"python -m bench.run --only approximate  (bench.sections.approximate.measure({n}, "
                     f"{r['source']!r}))"))
+        rows[-1]["peak_mb"] = round(r["rss_ivf"])  # the measuring process's, with the IVF index searched
     return rows
