@@ -118,6 +118,7 @@ def test_the_budget_curve_says_where_the_verdict_turns() -> None:
     assert "turns between 83.0% and 89.1%" in said and "airbench-cpu, 2 epochs → airbench-cpu" in said
     assert "semantic is ahead from there on" in said
     assert "stays behind" in where_it_turns(points[:2])
+    assert "Only this budget is measured so far" in where_it_turns(points[2:])  # one point is no curve
     table = render_budget(points)
     assert "| airbench-cpu (budget steps) | 89.10 | 5 | +1.20 (+0.70 to +1.70, 5 seeds) |" in table
     svg = budget_svg(points)

@@ -285,7 +285,10 @@ def where_it_turns(points: list[BudgetPoint]) -> str:
         said = "; ".join(f"{100 * d.mean:+.2f} at {100 * p.full_accuracy:.1f}% ({p.label}, {d.n} seeds"
                          f"{', shown' if d.shown else ''})" for p, d in seq)
         turn = next((k for k in range(1, len(seq)) if (seq[k - 1][1].mean < 0) != (seq[k][1].mean < 0)), None)
-        if turn is None:
+        if len(seq) == 1:
+            verdict = ("only this budget is measured so far, so the curve says nothing yet about where the verdict "
+                       "turns (the shorter budgets: evidence --curve-seeds 3)")
+        elif turn is None:
             verdict = ("semantic stays " + ("behind" if seq[0][1].mean < 0 else "ahead") +
                        " of random at every budget measured")
         else:
