@@ -43,6 +43,11 @@ def exact_topk(queries: NDArray[np.float32], base: NDArray[np.float32], k: int,
     return _float32(queries, base, k, chunk)
 
 
+def _capped(chunk: int, n_base: int) -> int:
+    """Queries per chunk, so that a chunk's similarities (queries x base) stay near 1 GB."""
+    return max(1, min(chunk, SIMILARITIES_PER_CHUNK // max(1, n_base)))
+
+
 def _float32(queries: NDArray[np.float32], base: NDArray[np.float32], k: int,
              chunk: int) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
     """Every similarity in float32 (torch's matrix product), the top k of each query: FAISS's flat index gives the
@@ -50,7 +55,7 @@ def _float32(queries: NDArray[np.float32], base: NDArray[np.float32], k: int,
     another process shared the cores)."""
     device = pick_device()
     full = torch.from_numpy(np.ascontiguousarray(base, np.float32)).to(device)
-    chunk = max(1, min(chunk, SIMILARITIES_PER_CHUNK // len(base)))
+    chunk = _capped(chunk, len(base))
     ids, sims = [], []
     with torch.inference_mode():
         for lo in range(0, len(queries), chunk):
@@ -82,7 +87,7 @@ def _bf16_rerank(queries: NDArray[np.float32], base: NDArray[np.float32], k: int
     device = pick_device()
     full = torch.from_numpy(np.ascontiguousarray(base, np.float32)).to(device)
     low = full.to(torch.bfloat16)
-    chunk = max(1, min(chunk, SIMILARITIES_PER_CHUNK // len(base)))  # a chunk's similarities stay near 1 GB
+    chunk = _capped(chunk, len(base))
     wide = min(len(base), k + RERANK)
     ids, sims = [], []
     with torch.inference_mode():
