@@ -176,6 +176,10 @@ def test_judgments_override_the_minimum_score_in_every_scope(small, tmp_path: Pa
     sel = pair_selection(small, within, judged, 0.8)
     assert sel.removed.tolist() == [1, 5] and sel.representative[1] == 0 and sel.representative[5] == 4
     assert sel.kept.tolist() == [0, 2, 3, 4]
+    store.judge(2, 0, "same", "within")  # not in the list: a duplicate judgment still joins the group
+    again = pair_selection(small, within, store.load(), 0.8)
+    assert again.removed.tolist() == [1, 2, 5] and again.representative[2] == 0 and again.distance[2] == 0.0
+    judged = store.load()
     leak = _cands([(6, 0), (7, 3)], "leakage")  # scores 1.0, 0.5
     assert leaked(small, leak, judged, 0.8).tolist() == [6]
     store.judge(0, 6, "similar", "leakage")

@@ -177,16 +177,22 @@ def accepted(cands: Candidates, judged: Judged, min_score: float = DEFAULT_MIN_S
 
 
 def pair_selection(ds: Dataset, within: Candidates, judged: Judged, min_score: float = DEFAULT_MIN_SCORE) -> Selection:
-    """Within-class deduplication of the training split by accepted candidate pairs: each connected group
-    keeps its lowest index (a stable choice), the others are removed with their pair score to it."""
+    """Within-class deduplication of the training split by accepted candidate pairs, and by every pair judged a
+    duplicate whether or not it is in the list (as `leaked` counts them): each connected group keeps its lowest
+    index (a stable choice), the others are removed with their best pair score (1 for a judged pair not listed)."""
     pairs = accepted(within, judged, min_score)
+    listed = set(zip(np.minimum(pairs.a, pairs.b).tolist(), np.maximum(pairs.a, pairs.b).tolist()))
+    extra = [pair_key(j.a, j.b) for j in _duplicates(judged) if pair_key(j.a, j.b) not in listed]
+    ja, jb = (np.array(x, np.int64) for x in zip(*extra)) if extra else (np.zeros(0, np.int64),) * 2
+    a, b = np.concatenate([pairs.a, ja]), np.concatenate([pairs.b, jb])
+    score = np.concatenate([pairs.score.astype(np.float64), np.ones(len(ja))])
     pool = ds.split == TRAIN
     n = len(ds)
     group = np.full(n, -1, np.int64)
     rep = np.full(n, -1, np.int64)
     dist = np.full(n, np.nan)
-    ok = pool[pairs.a] & pool[pairs.b] & (ds.labels[pairs.a] == ds.labels[pairs.b])
-    a, b, score = pairs.a[ok], pairs.b[ok], pairs.score[ok]
+    ok = pool[a] & pool[b] & (ds.labels[a] == ds.labels[b])
+    a, b, score = a[ok], b[ok], score[ok]
     if len(a):
         members, numbers, lowest, gone = _groups(n, a, b)
         best = np.full(n, -1.0)
