@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +15,13 @@ from core.pipelines.evidence import (
     differences,
     evidence_arms,
     per_class_costs,
+    precision_check,
     render,
     run_evidence,
     write_section,
 )
 from core.pipelines.paired import paired_difference
+from core.pipelines.settings import TrainingSettings
 
 CFG = EvidenceConfig(fractions=(0.9, 0.5), hash_fraction=0.9, seeds=2, arms=ARMS)
 
@@ -123,3 +126,17 @@ def test_the_budget_curve_says_where_the_verdict_turns() -> None:
     assert "| airbench-cpu (budget steps) | 89.10 | 5 | +1.20 (+0.70 to +1.70, 5 seeds) |" in table
     svg = budget_svg(points)
     assert svg.count("<circle") == 3 and "keep 0.50" in svg
+
+
+def test_the_precision_check_pairs_bf16_runs_with_float32_runs_of_the_same_seeds(digits) -> None:  # type: ignore[no-untyped-def]
+    bf16 = EvidenceConfig(seeds=2, arms=("full",), training=TrainingSettings(precision="bf16"))
+    f32 = replace(bf16, training=TrainingSettings(precision="float32"))
+    mine = {r.seed: r.accuracy for r in run_evidence(digits, bf16)}
+    assert precision_check(digits, bf16) is None  # no float32 run yet: nothing to say
+    theirs = {r.seed: r.accuracy for r in run_evidence(digits, f32)}
+    check = precision_check(digits, bf16)
+    assert check is not None and check.difference.n == 2
+    assert check.difference.mean == pytest.approx(np.mean([mine[s] - theirs[s] for s in (0, 1)]))
+    assert check.seconds > 0 and check.seconds_float32 > 0
+    assert check.sentence().startswith("Precision: the full set in bf16 minus the same runs in float32")
+    assert precision_check(digits, f32) is None  # float32 against itself is no check

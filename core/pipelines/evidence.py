@@ -197,6 +197,9 @@ def render(ds: Dataset, results: list[ArmResult], cfg: EvidenceConfig, *, comman
     diffs = differences(results)
     lines += [f"- {d.sentence()}" for d in diffs] or ["- (no pair has finished yet)"]
     lines += ["", "What the data show: " + _verdict(diffs), ""]
+    check = precision_check(ds, cfg)
+    if check is not None:
+        lines += [check.sentence(), ""]
     costs = per_class_costs(ds, results, cfg)
     if costs:
         lines += ["Per-class costs: the share of each class removed, and the mean change of its test accuracy "
@@ -205,6 +208,48 @@ def render(ds: Dataset, results: list[ArmResult], cfg: EvidenceConfig, *, comman
         lines += [f"| {c['fraction']:.2f} | {c['class']} | {100 * c['removed']:.1f} | {100 * c['semantic']:+.2f} | "
                   f"{100 * c['random']:+.2f} |" for c in costs]
     return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class PrecisionCheck:
+    """The full set trained in the recipe's precision here (bf16) minus float32, seed by seed, with each one's
+    mean seconds per run: does the faster arithmetic cost accuracy?"""
+
+    difference: PairedDifference
+    seconds: float  # mean seconds per full run in bf16
+    seconds_float32: float
+
+    def sentence(self) -> str:
+        d = self.difference
+        if d.n < 2:
+            said = f"{100 * d.mean:+.2f} points from one seed; no interval yet"
+        else:
+            said = (f"{100 * d.mean:+.2f} points (95% interval {100 * d.low:+.2f} to {100 * d.high:+.2f}, {d.n} "
+                    "paired seeds): " + ("a difference is shown" if d.shown else "no difference is shown at this "
+                                         "number of seeds"))
+        return (f"Precision: the full set in bf16 minus the same runs in float32 (same seeds, same recipe): {said}; "
+                f"{self.seconds:.0f} s against {self.seconds_float32:.0f} s per run.")
+
+
+def precision_check(ds: Dataset, cfg: EvidenceConfig) -> PrecisionCheck | None:
+    """bf16 − float32 on the full set where both are cached (nothing is trained); None where the recipe does not
+    train in bf16 here (float32 machines, the one-cycle recipes) or no float32 run is cached."""
+    from core.data.device import pick_device
+    from core.features.training import resolve_precision
+
+    here = cfg.training_recipe(ds)
+    if resolve_precision(getattr(here, "precision", "float32"), pick_device()) != "bf16":
+        return None
+    full = replace(cfg, arms=("full",))
+    mine = cached_evidence(ds, full)
+    theirs = cached_evidence(ds, replace(full, training=replace(cfg.training, precision="float32")))
+    a, b = ({r.seed: r.accuracy for r in rs} for rs in (mine, theirs))
+    d = paired_difference(a, b, names=("bf16", "float32"), fraction=1.0)
+    if d is None:
+        return None
+    both = set(a) & set(b)
+    return PrecisionCheck(d, float(np.mean([r.seconds for r in mine if r.seed in both])),
+                          float(np.mean([r.seconds for r in theirs if r.seed in both])))
 
 
 def _verdict(diffs: list[PairedDifference]) -> str:
