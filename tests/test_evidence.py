@@ -128,6 +128,22 @@ def test_the_budget_curve_says_where_the_verdict_turns() -> None:
     assert svg.count("<circle") == 3 and "keep 0.50" in svg
 
 
+def test_the_budget_section_links_its_chart_written_beside_it(tmp_path: Path) -> None:
+    from core.pipelines.evidence import BudgetPoint, write_budget
+    from core.pipelines.paired import PairedDifference
+
+    doc = tmp_path / "RESULTS.md"
+    doc.write_text("# Results\n")
+    assert write_budget(doc, "digits:cpu:budget", "digits: the budget", []) is None  # nothing cached: no chart
+    assert "No training budget" in doc.read_text() and list(tmp_path.iterdir()) == [doc]
+    d = PairedDifference("semantic", "random", 0.5, 3, 0.01, 0.004, 0.0, 0.02)
+    chart = write_budget(doc, "digits:cpu:budget", "digits: the budget", [BudgetPoint("x", "steps", 3, 0.9, (d,))])
+    assert chart == tmp_path / "digits-cpu-budget.svg" and chart.read_text().startswith("<svg")
+    text = doc.read_text()
+    assert f"]({chart.name})" in text and text.count("evidence:digits:cpu:budget:start") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["RESULTS.md", chart.name]  # no temporary file left
+
+
 def test_the_precision_check_pairs_bf16_runs_with_float32_runs_of_the_same_seeds(digits) -> None:  # type: ignore[no-untyped-def]
     bf16 = EvidenceConfig(seeds=2, arms=("full",), training=TrainingSettings(precision="bf16"))
     f32 = replace(bf16, training=TrainingSettings(precision="float32"))

@@ -24,9 +24,9 @@ from core.pipelines.evidence import (
     budget_curve,
     differences,
     render,
-    render_budget,
     run_evidence,
     where_it_turns,
+    write_budget,
     write_section,
 )
 from core.pipelines.experiments import (
@@ -120,8 +120,10 @@ def cmd_evidence(args: argparse.Namespace, progress: ProgressFn) -> int:
         print(f"wrote the {label} ({device}) section of {args.write}")
         if not other and not variant:
             points = budget_curve(ds, cfg)
-            write_section(Path(args.write), f"{label}:{device}:budget", f"{label}: the budget that decides the verdict"
-                          f" on {device}", render_budget(points))
+            chart = write_budget(Path(args.write), f"{label}:{device}:budget",
+                                 f"{label}: the budget that decides the verdict on {device}", points)
+            if chart is not None:
+                print(f"wrote the budget chart {chart}")
             print(where_it_turns(points))
     return 0
 

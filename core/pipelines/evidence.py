@@ -363,3 +363,21 @@ def render_budget(points: list[BudgetPoint]) -> str:
         lines.append(f"| {p.label} (budget {p.budget}) | {100 * p.full_accuracy:.2f} | {p.seeds} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n\n" + where_it_turns(points) + "\n"
+
+
+def write_budget(path: Path, name: str, title: str, points: list[BudgetPoint]) -> Path | None:
+    """Write the budget section into `path` and its chart beside it (the name with `:` as `-`, `.svg`, linked from the section, written
+    atomically); the chart's path, or None when no budget is cached yet."""
+    from core.pipelines.charts import budget_svg
+
+    body = render_budget(points)
+    chart = None
+    if points:
+        chart = path.with_name(re.sub(r"[^A-Za-z0-9_.-]+", "-", name) + ".svg")
+        tmp = chart.with_name(chart.name + ".tmp")
+        tmp.write_text(budget_svg(points))
+        tmp.replace(chart)
+        body = (f"![semantic − random against the full-set accuracy of each training budget]({chart.name})\n\n"
+                + body)
+    write_section(path, name, title, body)
+    return chart
