@@ -366,8 +366,8 @@ def render_budget(points: list[BudgetPoint]) -> str:
 
 
 def write_budget(path: Path, name: str, title: str, points: list[BudgetPoint]) -> Path | None:
-    """Write the budget section into `path` and its chart beside it (the name with `:` as `-`, `.svg`, linked from the section, written
-    atomically); the chart's path, or None when no budget is cached yet."""
+    """Write the budget section into `path`, and its chart beside it as an SVG (named after the section, written
+    atomically, linked from the section); the chart's path, or None when no budget is cached yet."""
     from core.pipelines.charts import budget_svg
 
     body = render_budget(points)
