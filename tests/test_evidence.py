@@ -119,7 +119,11 @@ def test_the_budget_curve_says_where_the_verdict_turns() -> None:
               BudgetPoint("airbench-cpu", "steps", 5, 0.891, (d(+0.012),))]
     said = where_it_turns(points)
     assert "turns between 83.0% and 89.1%" in said and "airbench-cpu, 2 epochs → airbench-cpu" in said
-    assert "semantic is ahead from there on" in said
+    assert "semantic is ahead from there on; the 95% interval excludes 0 at every budget." in said
+    noisy = PairedDifference("semantic", "random", 0.5, 3, 0.003, 0.01, -0.02, 0.026)
+    wide = [BudgetPoint("a", "steps", 3, 0.80, (noisy,)), points[2]]
+    assert "stays ahead of random at every budget measured; the 95% interval excludes 0 only at airbench-cpu, the " \
+           "rest is within noise." in where_it_turns(wide)
     assert "stays behind" in where_it_turns(points[:2])
     assert "Only this budget is measured so far" in where_it_turns(points[2:])  # one point is no curve
     table = render_budget(points)

@@ -341,6 +341,11 @@ def where_it_turns(points: list[BudgetPoint]) -> str:
             verdict = (f"the verdict turns between {100 * p0.full_accuracy:.1f}% and {100 * p1.full_accuracy:.1f}% "
                        f"full-set accuracy ({p0.label} → {p1.label}): semantic is "
                        + ("ahead" if d1.mean > 0 else "behind") + " from there on")
+        if len(seq) > 1:  # a sign read from means alone: say where the seeds support it
+            shown = [p.label for p, d in seq if d.shown]
+            verdict += ("; the 95% interval excludes 0 " + ("at every budget" if len(shown) == len(seq) else
+                        f"only at {', '.join(shown)}" if shown else "at none of them") + ", the rest is within noise"
+                        * (len(shown) < len(seq)))
         out.append(f"At keep {f:.2f}, semantic − random in points against how far the full set trains: {said}. "
                    f"{verdict[0].upper()}{verdict[1:]}.")
     return " ".join(out)
