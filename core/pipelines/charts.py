@@ -127,6 +127,7 @@ def budget_svg(points: list[Any]) -> str:
                  'text-anchor="middle">semantic − random (points)</text>')
     colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
     fractions = sorted({d.fraction for _, d in pairs}, reverse=True)
+    label_y: list[float] = []  # each line's label at its last point, moved down until 13 px clear of the others
     for k, f in enumerate(fractions):
         color = colors[k % len(colors)]
         at = sorted(((p, d) for p, d in pairs if abs(d.fraction - f) < 1e-9), key=lambda pd: pd[0].full_accuracy)
@@ -140,7 +141,11 @@ def budget_svg(points: list[Any]) -> str:
             parts.append(f'<circle cx="{cx:.1f}" cy="{y(100 * d.mean):.1f}" r="4" fill="{color}"><title>'
                          f'{_e(p.label)}, keep {f:.2f}: {100 * d.mean:+.2f} points ({d.n} seeds)</title></circle>')
         last_p, last_d = at[-1]
-        parts.append(f'<text x="{x(100 * last_p.full_accuracy) + 8:.1f}" y="{y(100 * last_d.mean) + 4:.1f}" '
+        ly = y(100 * last_d.mean) + 4
+        while any(abs(ly - other) < 13 for other in label_y):
+            ly += 13
+        label_y.append(ly)
+        parts.append(f'<text x="{x(100 * last_p.full_accuracy) + 8:.1f}" y="{ly:.1f}" '
                      f'font-size="11" fill="{color}">keep {f:.2f}</text>')
     parts.append("</svg>")
     return "".join(parts)
