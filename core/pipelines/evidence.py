@@ -212,12 +212,11 @@ def render(ds: Dataset, results: list[ArmResult], cfg: EvidenceConfig, *, comman
 
 @dataclass(frozen=True)
 class PrecisionCheck:
-    """The full set trained in the recipe's precision here (bf16) minus float32, seed by seed, with each one's
-    mean seconds per run: does the faster arithmetic cost accuracy?"""
+    """The full set trained in the recipe's precision here (bf16) minus float32, seed by seed: does the faster
+    arithmetic cost accuracy? (Not its speed: a cached run's seconds count any pause of the sweep around it; the
+    benchmarks time precision alone.)"""
 
     difference: PairedDifference
-    seconds: float  # mean seconds per full run in bf16
-    seconds_float32: float
 
     def sentence(self) -> str:
         d = self.difference
@@ -227,8 +226,7 @@ class PrecisionCheck:
             said = (f"{100 * d.mean:+.2f} points (95% interval {100 * d.low:+.2f} to {100 * d.high:+.2f}, {d.n} "
                     "paired seeds): " + ("a difference is shown" if d.shown else "no difference is shown at this "
                                          "number of seeds"))
-        return (f"Precision: the full set in bf16 minus the same runs in float32 (same seeds, same recipe): {said}; "
-                f"{self.seconds:.0f} s against {self.seconds_float32:.0f} s per run.")
+        return f"Precision: the full set in bf16 minus the same runs in float32 (same seeds, same recipe): {said}."
 
 
 def precision_check(ds: Dataset, cfg: EvidenceConfig) -> PrecisionCheck | None:
@@ -243,13 +241,9 @@ def precision_check(ds: Dataset, cfg: EvidenceConfig) -> PrecisionCheck | None:
     full = replace(cfg, arms=("full",))
     mine = cached_evidence(ds, full)
     theirs = cached_evidence(ds, replace(full, training=replace(cfg.training, precision="float32")))
-    a, b = ({r.seed: r.accuracy for r in rs} for rs in (mine, theirs))
-    d = paired_difference(a, b, names=("bf16", "float32"), fraction=1.0)
-    if d is None:
-        return None
-    both = set(a) & set(b)
-    return PrecisionCheck(d, float(np.mean([r.seconds for r in mine if r.seed in both])),
-                          float(np.mean([r.seconds for r in theirs if r.seed in both])))
+    d = paired_difference({r.seed: r.accuracy for r in mine}, {r.seed: r.accuracy for r in theirs},
+                          names=("bf16", "float32"), fraction=1.0)
+    return None if d is None else PrecisionCheck(d)
 
 
 def _verdict(diffs: list[PairedDifference]) -> str:
