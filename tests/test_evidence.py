@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -132,8 +133,6 @@ def test_the_budget_curve_says_where_the_verdict_turns() -> None:
     assert svg.count("<circle") == 3 and "keep 0.50" in svg
     both = [BudgetPoint(p.label, p.budget, p.seeds, p.full_accuracy, (replace(p.differences[0], fraction=0.7),
                                                                        *p.differences)) for p in points]
-    import re
-
     ys = [float(v) for v in re.findall(r'y="([\d.]+)" font-size="11" fill="[^"]+">keep', budget_svg(both))]
     assert len(ys) == 2 and abs(ys[0] - ys[1]) >= 13  # two lines ending at one point: their labels do not overlap
 
