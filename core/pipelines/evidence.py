@@ -266,6 +266,11 @@ def write_section(path: Path, name: str, title: str, body: str) -> None:
     text = path.read_text() if path.exists() else ""
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    _write_atomic(path, text)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """A half-written file never replaces the previous one."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     tmp.replace(path)
@@ -337,9 +342,11 @@ def where_it_turns(points: list[BudgetPoint]) -> str:
                        + ("ahead" if d1.mean > 0 else "behind") + " from there on")
         if len(seq) > 1:  # a sign read from means alone: say where the seeds support it
             shown = [p.label for p, d in seq if d.shown]
-            verdict += ("; the 95% interval excludes 0 " + ("at every budget" if len(shown) == len(seq) else
-                        f"only at {', '.join(shown)}" if shown else "at none of them") + ", the rest is within noise"
-                        * (len(shown) < len(seq)))
+            if len(shown) == len(seq):
+                where = "at every budget"
+            else:
+                where = (f"only at {', '.join(shown)}" if shown else "at none of them") + ", the rest is within noise"
+            verdict += "; the 95% interval excludes 0 " + where
         out.append(f"At keep {f:.2f}, semantic − random in points against how far the full set trains: {said}. "
                    f"{verdict[0].upper()}{verdict[1:]}.")
     return " ".join(out)
@@ -373,9 +380,7 @@ def write_budget(path: Path, name: str, title: str, points: list[BudgetPoint]) -
     chart = None
     if points:
         chart = path.with_name(re.sub(r"[^A-Za-z0-9_.-]+", "-", name) + ".svg")
-        tmp = chart.with_name(chart.name + ".tmp")
-        tmp.write_text(budget_svg(points))
-        tmp.replace(chart)
+        _write_atomic(chart, budget_svg(points))
         body = (f"![semantic − random against the full-set accuracy of each training budget]({chart.name})\n\n"
                 + body)
     write_section(path, name, title, body)
