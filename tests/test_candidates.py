@@ -281,3 +281,22 @@ def test_within_a_class_the_twin_is_found_however_many_look_alikes_other_classes
     within = find_candidates(ds, "within", cfg)
     assert (0, 1) in set(zip(within.a.tolist(), within.b.tolist()))
     assert np.all(ds.labels[within.a] == ds.labels[within.b])
+
+
+@pytest.mark.parametrize("shape,side", [((32, 32, 3), 8), ((32, 32, 3), 16), ((8, 8, 1), 4), ((24, 24, 3), 8)],
+                         ids=["cifar 8", "cifar 16", "digits 4", "factor 3 (Pillow itself)"])
+def test_the_pixel_cue_equals_pillows_box_resize_image_by_image(shape, side) -> None:  # type: ignore[no-untyped-def]
+    from PIL import Image
+
+    rng = np.random.default_rng(11)
+    images = rng.integers(0, 256, (40, *shape), dtype=np.uint8)
+    for mirrored in (False, True):
+        ref = []
+        for im in images:
+            one = im if shape[2] == 3 else im[:, :, 0]
+            one = np.ascontiguousarray(one[:, ::-1]) if mirrored else one
+            ref.append(np.asarray(Image.fromarray(one).resize((side, side), Image.Resampling.BOX), np.float32).ravel())
+        want = np.stack(ref)
+        want -= want.mean(axis=1, keepdims=True)
+        want /= np.maximum(np.linalg.norm(want, axis=1, keepdims=True), 1e-6)
+        np.testing.assert_array_equal(pixel_cue(images, side, mirrored), want)

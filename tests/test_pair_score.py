@@ -117,3 +117,27 @@ def test_zooms_catch_a_re_crop_and_a_stretch_and_bad_zooms_are_refused() -> None
     for bad in [((1.0, 1.0),), ((0.9, 1.2),), ((1.2,),)]:
         with pytest.raises(ValueError, match="zoom"):
             PairScoreConfig(zooms=bad)  # type: ignore[arg-type]
+
+
+def test_the_compiled_kernel_torch_the_threads_and_the_windows_give_the_same_scores(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cross-power spectra by the compiled CPU kernel or by torch's operations (the GPU's route), on one thread or
+    all, with every image in one bank or the pairs cut into windows of a few images: the same scores; the progress
+    reaches the end of every zoom's two passes."""
+    from core.features import pair_score
+
+    rng = np.random.default_rng(8)
+    images = rng.integers(0, 256, (60, 16, 16, 3), dtype=np.uint8)
+    images[30:] = np.roll(images[:30], 1, axis=2)  # a shifted copy of each of the first 30
+    a, b = rng.integers(0, 60, 400), rng.integers(0, 60, 400)
+    cfg = PairScoreConfig()
+    seen: list[int] = []
+    fused = score_pairs(images, a, b, cfg, cfg.zooms[:2], on_progress=lambda p: seen.append(p.done))
+    assert seen[-1] == 400 * (1 + 2 * 2) and seen == sorted(seen)
+    np.testing.assert_allclose(score_pairs(images, a, b, cfg, cfg.zooms[:2], threads=1), fused, atol=1e-6)
+    monkeypatch.setattr(pair_score, "BANK_IMAGES", 16)  # windows of 8 pairs
+    np.testing.assert_allclose(score_pairs(images, a, b, cfg, cfg.zooms[:2]), fused, atol=1e-6)
+    monkeypatch.setattr(pair_score, "FUSED", False)
+    np.testing.assert_allclose(score_pairs(images, a, b, cfg, cfg.zooms[:2], chunk=7), fused, atol=1e-5)
+    copies = np.arange(30)
+    assert np.all(score_pairs(images, copies, copies + 30, cfg) > 0.95)

@@ -3,13 +3,10 @@ finds planted near-duplicates, and the pair score split across processes with th
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from core.features import pair_score, search
-from core.features.pair_score import PairScoreConfig, score_pairs
+from core.features import search
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -50,18 +47,15 @@ def test_the_ivf_index_finds_planted_near_duplicates() -> None:
     assert search.ivf_cells(20_000) == 500 and search.ivf_cells(1_000_000) == 4000 and search.ivf_cells(100) == 2
 
 
-def test_scores_split_across_processes_equal_one_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    rng = np.random.default_rng(2)
-    images = rng.integers(0, 256, (60, 16, 16, 3), dtype=np.uint8)
-    np.save(tmp_path / "images.npy", images)
-    mapped = np.load(tmp_path / "images.npy", mmap_mode="r")
-    a = rng.integers(0, 60, 400)
-    b = rng.integers(0, 60, 400)
-    cfg = PairScoreConfig()
-    one = score_pairs(images, a, b, cfg, cfg.zooms[:2])
-    monkeypatch.setattr(pair_score, "PARALLEL_MIN", 0)
-    monkeypatch.setattr(pair_score, "PART", 64)
-    seen: list[int] = []
-    split = score_pairs(mapped, a, b, cfg, cfg.zooms[:2], workers=2, on_progress=lambda p: seen.append(p.done))
-    np.testing.assert_allclose(split, one, atol=1e-6)
-    assert seen[-1] == 400 and len(seen) > 3, "progress as the parts finish"
+@pytest.mark.parametrize("n,k", [(50_000, 6), (5_000, 22), (4_000, 6), (300, 6), (6_400, 22)])
+def test_the_blocked_top_k_gives_torchs_values_and_the_same_indices_without_ties(n: int, k: int) -> None:
+    import torch
+
+    rng = np.random.default_rng(n)
+    s = torch.from_numpy(rng.permutation(np.arange(50 * n, dtype=np.float32))[: 50 * n].reshape(50, n))  # no ties
+    s[7] = torch.sort(s[7]).values  # the best k in the last (partial) block
+    s[8, : n // 2] = -1.0 - torch.arange(n // 2)  # the best k all in the second half
+    values, indices = search.blocked_topk(s, k)
+    ref = s.topk(k, dim=1)
+    assert torch.equal(values, ref.values) and torch.equal(indices, ref.indices)
+    assert torch.equal(search.blocked_topk(s.to(torch.bfloat16), k)[0], s.to(torch.bfloat16).topk(k, dim=1).values)

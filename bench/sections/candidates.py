@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -81,31 +83,66 @@ def candidates() -> list[dict[str, Any]]:
     rows += _candidate_pr()
     return rows
 
-def _before(ds: Any, cfg: Any, found: dict[str, Any], network: str) -> list[dict[str, Any]]:
-    """Within and across classes again, the way they ran before this change: FAISS's flat index for the exact
-    search (no bf16 or torch pass) and the pair score in one process, against the rows above; the same pairs
-    and scores."""
-    from core.features import pair_score, search
-    from core.selections.candidates import find_candidates
+BASELINE = "e1651e7"  # the last commit before the pair score's banks and compiled kernel, and the search's bf16 top-k
 
-    rows = []
-    saved = search.exact_topk, pair_score.PARALLEL_MIN
-    search.exact_topk, pair_score.PARALLEL_MIN = search.faiss_flat_topk, 10**18
-    try:
-        for scope in ("within", "cross"):
-            base_s, old = timed(lambda scope=scope: find_candidates(ds, scope, cfg))
-            new = found[scope]
-            same = (len(old) == len(new) and np.array_equal(old.a, new.a) and np.array_equal(old.b, new.b)
-                    and np.allclose(old.score, new.score, atol=1e-5))
-            ours = next(r["ours_s"] for r in _ROWS if r["figure"].startswith(scope))
-            rows.append(row(f"{scope} candidates: before and after (torch float32 / bf16 search, pair score in "
-                            f"processes)", "FAISS flat search, pair score in one process", base_s, ours,
-                            notes=("same pairs and scores" if same else
-                                   f"DIFFERENT: {len(old):,} pairs before, {len(new):,} after") + f"; {network}",
-                            command=f"find_candidates(ds, {scope!r}) with search.exact_topk = "
-                                    "search.faiss_flat_topk and pair_score.PARALLEL_MIN past any list"))
-    finally:
-        search.exact_topk, pair_score.PARALLEL_MIN = saved
+
+def _baseline(name: str, into: Path) -> Any:
+    """core/features/<name>.py as it was at BASELINE, imported from a file in `into` (on sys.path, so the baseline's
+    worker processes import it too)."""
+    import importlib
+
+    text = subprocess.run(["git", "-C", str(ROOT), "show", f"{BASELINE}:core/features/{name}.py"], check=True,
+                          capture_output=True, text=True).stdout
+    (into / f"baseline_{name}.py").write_text(text)
+    if str(into) not in sys.path:
+        sys.path.insert(0, str(into))
+    return importlib.import_module(f"baseline_{name}")
+
+
+def _before(ds: Any, cfg: Any, found: dict[str, Any], network: str) -> list[dict[str, Any]]:
+    """Within and across classes again with the pair score and the exact search as they were at BASELINE (read from
+    git), against the rows above: the time of each and whether the lists agree (the same pairs above the minimum
+    score, every score within 1e-5)."""
+    import tempfile
+
+    from core.features import search
+    from core.selections import candidates
+    from core.selections.review import DEFAULT_MIN_SCORE
+
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            old_score, old_search = _baseline("pair_score", Path(tmp)), _baseline("search", Path(tmp))
+        except (OSError, subprocess.CalledProcessError) as e:
+            return [row("within and cross candidates: before and after", "-", None, 0.0,
+                        notes=f"not measured: the baseline {BASELINE} could not be read from git ({e})")]
+        saved = candidates.score_pairs, search.exact_topk
+        candidates.score_pairs, search.exact_topk = old_score.score_pairs, old_search.exact_topk
+        try:
+            for scope in ("within", "cross"):
+                base_s, old = timed(lambda scope=scope: candidates.find_candidates(ds, scope, cfg))
+                new = found[scope]
+                score = {(a, b): s for a, b, s in zip(old.a.tolist(), old.b.tolist(), old.score.tolist())}
+                common = [(k, s) for k, s in zip(zip(new.a.tolist(), new.b.tolist()), new.score.tolist())
+                          if k in score]
+                worst = max((abs(score[k] - s) for k, s in common), default=0.0)
+                top_old = {k for k, s in score.items() if s >= DEFAULT_MIN_SCORE}
+                top_new = {k for k, s in common if s >= DEFAULT_MIN_SCORE} | {
+                    (a, b) for a, b, s in zip(new.a.tolist(), new.b.tolist(), new.score.tolist())
+                    if s >= DEFAULT_MIN_SCORE and (a, b) not in score}
+                agree = (f"the same {len(top_new):,} pairs at pair score >= {DEFAULT_MIN_SCORE}" if top_old == top_new
+                         else f"DIFFERENT pairs at >= {DEFAULT_MIN_SCORE}: {len(top_old):,} before, "
+                              f"{len(top_new):,} after")
+                ours = next(r["ours_s"] for r in _ROWS if r["figure"].startswith(scope))
+                rows.append(row(f"{scope} candidates: before and after (pair score: each image prepared once, "
+                                f"compiled cross-power kernel; search: top-k in bf16)", f"the code at {BASELINE}",
+                                base_s, ours,
+                                notes=f"{agree}; {len(old):,} pairs before, {len(new):,} after, {len(common):,} in "
+                                      f"both, largest score difference {worst:.1e}; {network}",
+                                command=f"find_candidates(ds, {scope!r}) with core/features/pair_score.py and "
+                                        f"search.py of {BASELINE}"))
+        finally:
+            candidates.score_pairs, search.exact_topk = saved
     return rows
 
 

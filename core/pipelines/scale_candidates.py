@@ -60,7 +60,7 @@ def _score_task(locations: list[str], a: NDArray[np.int64], b: NDArray[np.int64]
     torch.set_num_threads(1)  # one task a CPU
     used, inv = np.unique(np.concatenate([a, b]), return_inverse=True)
     images = _decode(locations, used, size)
-    return score_pairs(images, inv[: len(a)], inv[len(a):], cfg, zooms, workers=1)
+    return score_pairs(images, inv[: len(a)], inv[len(a):], cfg, zooms, threads=1)
 
 
 class RayPixels:
