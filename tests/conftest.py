@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 _CACHE = tempfile.mkdtemp(prefix="redex-test-cache-")
+_JUDGMENTS = tempfile.mkdtemp(prefix="redex-test-judgments-")
 os.environ["REDEX_CACHE_DIR"] = _CACHE  # before any core import reads it
-os.environ["REDEX_JUDGMENTS_DIR"] = tempfile.mkdtemp(prefix="redex-test-judgments-")
+os.environ["REDEX_JUDGMENTS_DIR"] = _JUDGMENTS
 # AppTest runs a page once and does not drive the polling fragments: pages wait for their steps
 # (tests of the drawing-at-once behaviour set 0 themselves).
 os.environ.setdefault("REDEX_STEP_WAIT", "600")
@@ -20,6 +21,12 @@ os.environ.setdefault("REDEX_STEP_WAIT", "600")
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR = ROOT.parent / "shared" / "data" / "cifar10-jpg"
 needs_cifar = pytest.mark.skipif(not (CIFAR / "train").is_dir(), reason=f"CIFAR-10 JPEGs not found at {CIFAR}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The session's cache and judgments go with it (a run leaves nothing in the temporary folder)."""
+    for folder in (_CACHE, _JUDGMENTS):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
