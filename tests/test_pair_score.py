@@ -135,7 +135,9 @@ def test_the_compiled_kernel_torch_the_threads_and_the_windows_give_the_same_sco
     fused = score_pairs(images, a, b, cfg, cfg.zooms[:2], on_progress=lambda p: seen.append(p.done))
     assert seen[-1] == 400 * (1 + 2 * 2) and seen == sorted(seen)
     np.testing.assert_allclose(score_pairs(images, a, b, cfg, cfg.zooms[:2], threads=1), fused, atol=1e-6)
-    monkeypatch.setattr(pair_score, "BANK_IMAGES", 16)  # windows of 8 pairs
+    assert 40 * pair_score.bank_images((224, 224, 3), cfg) < pair_score.bank_images((32, 32, 3), cfg)  # bytes bound
+    monkeypatch.setattr(pair_score, "BANK_BYTES", 16 * 2 * (2 * 3 * 18 * 10 * 4 + 2 * 5 * 5 * 8))  # 8-pair windows
+    assert pair_score.bank_images(images.shape[1:], cfg) == 16
     np.testing.assert_allclose(score_pairs(images, a, b, cfg, cfg.zooms[:2]), fused, atol=1e-6)
     monkeypatch.setattr(pair_score, "FUSED", False)
     np.testing.assert_allclose(score_pairs(images, a, b, cfg, cfg.zooms[:2], chunk=7), fused, atol=1e-5)

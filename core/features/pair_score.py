@@ -354,16 +354,24 @@ def score_pairs(images: Images | NDArray[Any], a: NDArray[np.int64], b: NDArray[
             numba.set_num_threads(before)
 
 
-BANK_IMAGES = 65_536  # distinct images prepared at once (about 2 GB for 32-pixel colour images, 4 GB with a zoom)
+BANK_BYTES = 2 * 2**30  # a bank's spectra and sums at most (65,000 CIFAR-sized images; twice that with a zoom's)
 
 
-def _windows(a: NDArray[np.int64], b: NDArray[np.int64]) -> list[NDArray[np.int64]]:
-    """Positions of the pairs, in groups whose distinct images fit one bank: all at once when they fit (each image
-    then prepared once), else runs of BANK_IMAGES // 2 pairs in query order."""
+def bank_images(shape: tuple[int, ...], cfg: PairScoreConfig) -> int:
+    """How many images of (h, w, C) one bank holds within BANK_BYTES: both terms' spectra and overlap sums."""
+    h, w, c = (int(v) for v in shape[:3])
+    s = cfg.scaled(min(h, w))[0]
+    per_image = 2 * (2 * c * (h + s) * ((w + s) // 2 + 1) * 4 + 2 * (2 * s + 1) ** 2 * 8)
+    return max(2, BANK_BYTES // per_image)
+
+
+def _windows(a: NDArray[np.int64], b: NDArray[np.int64], room: int) -> list[NDArray[np.int64]]:
+    """Positions of the pairs, in groups whose distinct images fit a bank of `room` images: all at once when they
+    fit (each image then prepared once), else runs of room // 2 pairs in query order."""
     order = np.argsort(a, kind="stable")
-    if len(np.unique(np.concatenate([a, b]))) <= BANK_IMAGES:
+    if len(np.unique(np.concatenate([a, b]))) <= room:
         return [order]
-    step = BANK_IMAGES // 2
+    step = max(1, room // 2)
     return [order[lo : lo + step] for lo in range(0, len(a), step)]
 
 
@@ -377,7 +385,7 @@ def _score_pairs(images: Images | NDArray[Any], a: NDArray[np.int64], b: NDArray
         done[0] += k
         report(on_progress, phase, done[0], total)  # a cancelled job stops here
 
-    for rows in _windows(a, b):
+    for rows in _windows(a, b, bank_images(tuple(images.shape[1:]), cfg)):
         u, inv = np.unique(np.concatenate([a[rows], b[rows]]), return_inverse=True)
         ia, ib = inv[: len(rows)], inv[len(rows) :]
         bank = _Bank(images, u, cfg)
