@@ -10,10 +10,15 @@ from pathlib import Path
 
 import pytest
 
-_CACHE = tempfile.mkdtemp(prefix="redex-test-cache-")
-_JUDGMENTS = tempfile.mkdtemp(prefix="redex-test-judgments-")
-os.environ["REDEX_CACHE_DIR"] = _CACHE  # before any core import reads it
-os.environ["REDEX_JUDGMENTS_DIR"] = _JUDGMENTS
+if "REDEX_TEST_SESSION" in os.environ:  # a process the session started (a worker importing a test module): its folders
+    _CACHE = os.environ.get("REDEX_CACHE_DIR", os.environ["REDEX_TEST_SESSION"])
+    _JUDGMENTS = os.environ.get("REDEX_JUDGMENTS_DIR", "")
+else:
+    _CACHE = tempfile.mkdtemp(prefix="redex-test-cache-")
+    _JUDGMENTS = tempfile.mkdtemp(prefix="redex-test-judgments-")
+    os.environ["REDEX_TEST_SESSION"] = _CACHE
+    os.environ["REDEX_CACHE_DIR"] = _CACHE  # before any core import reads it
+    os.environ["REDEX_JUDGMENTS_DIR"] = _JUDGMENTS
 # AppTest runs a page once and does not drive the polling fragments: pages wait for their steps
 # (tests of the drawing-at-once behaviour set 0 themselves).
 os.environ.setdefault("REDEX_STEP_WAIT", "600")
@@ -25,8 +30,9 @@ needs_cifar = pytest.mark.skipif(not (CIFAR / "train").is_dir(), reason=f"CIFAR-
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """The session's cache and judgments go with it (a run leaves nothing in the temporary folder)."""
-    for folder in (_CACHE, _JUDGMENTS):
-        shutil.rmtree(folder, ignore_errors=True)
+    if os.environ.get("REDEX_TEST_SESSION") == _CACHE:
+        for folder in (_CACHE, _JUDGMENTS):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
