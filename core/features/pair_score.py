@@ -341,17 +341,16 @@ def score_pairs(images: Images | NDArray[Any], a: NDArray[np.int64], b: NDArray[
     Each distinct image is prepared once (both terms, and once more per zoom), however many pairs it is in; then
     the pairs are scored `chunk` at a time. On a CPU the pairs' products run on `threads` threads (default: one
     per core)."""
-    with torch.inference_mode():
-        if threads is None or pick_device() != "cpu":
-            return _score_pairs(images, a, b, cfg, zooms, chunk, on_progress, phase)
-        import numba
+    import numba
 
-        before = numba.get_num_threads()
+    before = numba.get_num_threads()
+    if threads is not None:  # the compiled kernel's threads (numba's own count, per calling thread)
         numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
-        try:
+    try:
+        with torch.inference_mode():
             return _score_pairs(images, a, b, cfg, zooms, chunk, on_progress, phase)
-        finally:
-            numba.set_num_threads(before)
+    finally:
+        numba.set_num_threads(before)
 
 
 BANK_BYTES = 2 * 2**30  # a bank's spectra and sums at most (65,000 CIFAR-sized images; twice that with a zoom's)
@@ -360,8 +359,8 @@ BANK_BYTES = 2 * 2**30  # a bank's spectra and sums at most (65,000 CIFAR-sized 
 def bank_images(shape: tuple[int, ...], cfg: PairScoreConfig) -> int:
     """How many images of (h, w, C) one bank holds within BANK_BYTES: both terms' spectra and overlap sums."""
     h, w, c = (int(v) for v in shape[:3])
-    s = cfg.scaled(min(h, w))[0]
-    per_image = 2 * (2 * c * (h + s) * ((w + s) // 2 + 1) * 4 + 2 * (2 * s + 1) ** 2 * 8)
+    one = _Term.empty(1, c, h, w, cfg.scaled(min(h, w))[0], "meta")  # shapes only, nothing allocated
+    per_image = 2 * sum(t.numel() * t.element_size() for t in (one.spec, one.one, one.two))
     return max(2, BANK_BYTES // per_image)
 
 
