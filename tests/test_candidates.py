@@ -4,6 +4,7 @@ ranked above different photos; the pair score is FAISS-exact on its cue and agre
 from __future__ import annotations
 
 import io
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from PIL import Image, ImageEnhance
 from core.data.datasets import TEST, TRAIN, make_dataset
 from core.data.synthetic import base_image
 from core.features.pair_score import PairScoreConfig, similarity
-from core.selections.candidates import CandidateConfig, find_candidates, nearest, pixel_cue
+from core.selections.candidates import CandidateConfig, find_candidates, nearest, pixel_cue, shifted
 
 CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpg"
 
@@ -285,18 +286,18 @@ def test_within_a_class_the_twin_is_found_however_many_look_alikes_other_classes
 
 @pytest.mark.parametrize("shape,side", [((32, 32, 3), 8), ((32, 32, 3), 16), ((8, 8, 1), 4), ((24, 24, 3), 8)],
                          ids=["cifar 8", "cifar 16", "digits 4", "factor 3 (Pillow itself)"])
-def test_the_pixel_cue_equals_pillows_box_resize_image_by_image(shape, side) -> None:  # type: ignore[no-untyped-def]
+def test_the_pixel_cue_equals_pillows_box_resize_image_by_image_in_every_view(shape, side) -> None:  # type: ignore[no-untyped-def]
     from PIL import Image
 
     rng = np.random.default_rng(11)
     images = rng.integers(0, 256, (40, *shape), dtype=np.uint8)
-    for mirrored in (False, True):
+    for mirrored, shift in itertools.product((False, True), ((0, 0), (2, 0), (0, -2), (-3, 1))):
         ref = []
-        for im in images:
+        for im in shifted(images, *shift):
             one = im if shape[2] == 3 else im[:, :, 0]
             one = np.ascontiguousarray(one[:, ::-1]) if mirrored else one
             ref.append(np.asarray(Image.fromarray(one).resize((side, side), Image.Resampling.BOX), np.float32).ravel())
         want = np.stack(ref)
         want -= want.mean(axis=1, keepdims=True)
         want /= np.maximum(np.linalg.norm(want, axis=1, keepdims=True), 1e-6)
-        np.testing.assert_array_equal(pixel_cue(images, side, mirrored), want)
+        np.testing.assert_array_equal(pixel_cue(images, side, mirrored, shift), want)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
+from numba import njit, prange
 from numpy.typing import NDArray
 from PIL import Image
 
@@ -117,19 +118,45 @@ def shifted(images: NDArray[Any], dy: int, dx: int) -> NDArray[Any]:
     return images[:, rows][:, :, cols]
 
 
-def _box_power_of_two(images: NDArray[np.uint8], side: int) -> NDArray[np.uint8] | None:
-    """Pillow's BOX resize of (N, h, w, C) uint8 images to side x side, vectorised, where each axis shrinks by a
-    power of two (else None): Pillow sums each run of f pixels along a row, divides by f with rounding to the
-    nearest integer (fixed point, halves up), then does the same down each column; the same integer arithmetic
-    here gives its bytes exactly (tests/test_candidates.py), about 20x faster than an image at a time."""
+@njit(parallel=True, cache=True, nogil=True)
+def _box_kernel(images: NDArray[np.uint8], mirrored: bool, dy: int, dx: int, out: NDArray[np.uint8]) -> None:
+    """out[i] = Pillow's BOX resize of images[i] shifted by (dy, dx) (`shifted`) and then, when mirrored, flipped
+    left-right; reads the pixels where they are (no shifted or flipped copy). Each axis shrinks by a power of two."""
+    n, h, w, c = images.shape
+    side_y, side_x = out.shape[1], out.shape[2]
+    fy, fx = h // side_y, w // side_x
+    ry, rx = 23 - int(np.log2(fy) + 1.5), 23 - int(np.log2(fx) + 1.5)  # 22 - bit_length + 1
+    for i in prange(n):
+        for oy in range(side_y):
+            for ox in range(side_x):
+                for ch in range(c):
+                    total = 0
+                    for yy in range(fy):
+                        row = min(max(oy * fy + yy - dy, 0), h - 1)
+                        run = 0
+                        for xx in range(fx):
+                            j = ox * fx + xx
+                            if mirrored:
+                                j = w - 1 - j
+                            run += images[i, row, min(max(j - dx, 0), w - 1), ch]
+                        total += ((run << rx) + (1 << 21)) >> 22
+                    out[i, oy, ox, ch] = ((total << ry) + (1 << 21)) >> 22
+
+
+def _box_power_of_two(images: NDArray[np.uint8], side: int, mirrored: bool = False,
+                      shift: tuple[int, int] = (0, 0)) -> NDArray[np.uint8] | None:
+    """Pillow's BOX resize of (N, h, w, C) uint8 images, shifted by `shift` (`shifted`) and mirrored when asked, to
+    side x side, where each axis shrinks by a power of two (else None): Pillow sums each run of f pixels along a row,
+    divides by f with rounding to the nearest integer (fixed point, halves up), then does the same down each column;
+    the same integer arithmetic here gives its bytes exactly (tests/test_candidates.py), in one compiled pass that
+    reads the pixels where they are, about 10x faster than shifting and flipping copies first and 100x faster than
+    Pillow an image at a time."""
     n, h, w, c = images.shape
     fy, fx = h // side, w // side
     if h != fy * side or w != fx * side or fy & (fy - 1) or fx & (fx - 1):
         return None
-    x = images.astype(np.int32).reshape(n, h, side, fx, c).sum(3)
-    x = ((x << (22 - fx.bit_length() + 1)) + (1 << 21)) >> 22
-    x = x.reshape(n, side, fy, side, c).sum(2)
-    out: NDArray[np.uint8] = (((x << (22 - fy.bit_length() + 1)) + (1 << 21)) >> 22).astype(np.uint8)
+    out = np.empty((n, side, side, c), np.uint8)
+    _box_kernel(np.ascontiguousarray(images), mirrored, int(shift[0]), int(shift[1]), out)
     return out
 
 
@@ -138,13 +165,13 @@ def pixel_cue(images: Images, side: int = 16, mirrored: bool = False,
     """(N, side*side*C) float32: area-resized, mean-centred and L2-normalised per image (mirrored: flipped
     first; shift: moved by (dy, dx) pixels first, see `shifted`)."""
     n, h, w, c = images.shape
-    if shift != (0, 0):
-        images = shifted(images, *shift)
     arr = np.asarray(images)
-    small = _box_power_of_two(arr[:, :, ::-1] if mirrored else arr, side) if arr.dtype == np.uint8 else None
+    small = _box_power_of_two(arr, side, mirrored, shift) if arr.dtype == np.uint8 else None
     if small is not None:
         out = small.reshape(n, -1).astype(np.float32)
     else:
+        if shift != (0, 0):
+            images = shifted(images, *shift)
         out = np.empty((n, side * side * c), np.float32)
         for i in range(n):
             one = images[i] if c == 3 else images[i, :, :, 0]
