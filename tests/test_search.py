@@ -59,3 +59,17 @@ def test_the_blocked_top_k_gives_torchs_values_and_the_same_indices_without_ties
     ref = s.topk(k, dim=1)
     assert torch.equal(values, ref.values) and torch.equal(indices, ref.indices)
     assert torch.equal(search.blocked_topk(s.to(torch.bfloat16), k)[0], s.to(torch.bfloat16).topk(k, dim=1).values)
+
+
+def test_the_compiled_bf16_top_k_gives_torchs_values_on_both_signs_and_ties() -> None:
+    import torch
+
+    rng = np.random.default_rng(5)
+    s = torch.from_numpy(rng.normal(size=(64, 9_000)).astype(np.float32)).to(torch.bfloat16)  # many equal values
+    s[3] = -s[3].abs()  # every value negative: the order of a negative's bits is reversed
+    s[4, :100] = 0.0
+    s[4, 100:] = -0.0 - s[4, 100:].abs()  # the best values are the zeros, of either sign
+    for k in (1, 6, 22):
+        values, indices = search.blocked_topk(s, k)
+        assert torch.equal(values, s.topk(k, dim=1).values)
+        assert torch.equal(s.gather(1, indices), values) and len(set(indices[0].tolist())) == k
