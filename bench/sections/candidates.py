@@ -135,10 +135,11 @@ def _before(ds: Any, cfg: Any, found: dict[str, Any], network: str) -> list[dict
                               f"{len(top_new):,} after")
                 ours = next(r["ours_s"] for r in _ROWS if r["figure"].startswith(scope))
                 rows.append(row(f"{scope} candidates: before and after (pair score: each image prepared once, "
-                                f"compiled cross-power kernel; search: blocked top-k; pixel cue vectorised)",
+                                f"compiled kernels; search: blocked, compiled top-k)",
                                 f"the code at {BASELINE}", base_s, ours,
                                 notes=f"{agree}; {len(old):,} pairs before, {len(new):,} after, {len(common):,} in "
-                                      f"both, largest score difference {worst:.1e}; {network}",
+                                      f"both, largest score difference {worst:.1e}; {network}; the rest (the pixel "
+                                      f"cue of the query views among it) is today's code in both runs",
                                 command=f"find_candidates(ds, {scope!r}) with core/features/pair_score.py and "
                                         f"search.py of {BASELINE}"))
         finally:

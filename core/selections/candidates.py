@@ -49,8 +49,8 @@ CANDIDATES_VERSION = 9
 SEARCHES = ("auto", "exact", "ivf")
 APPROXIMATE_FROM = 250_000  # base vectors from which "auto" searches an IVF index instead of every vector
 # the phases of a candidate list and their share of its time (CIFAR-10, 2 cores: docs/BENCHMARKS.md), for one bar
-STAGES = (("pixel cue", 2.0), ("neighbours", 43.0), ("hash phash8", 2.0), ("search", 2.0), ("pair score", 20.0),
-          ("pair score at the zooms", 56.0), ("network cue: pair score", 7.5),
+STAGES = (("pixel cue", 2.0), ("neighbours", 29.0), ("hash phash8", 2.0), ("search", 2.0), ("pair score", 15.0),
+          ("pair score at the zooms", 43.0), ("network cue: pair score", 6.0),
           ("network cue: pair score at the zooms", 1.5))
 
 
