@@ -216,7 +216,7 @@ def _prefetch(typingctx: Any, arr: Any, offset: Any) -> Any:
         ptr = builder.gep(data, [args[1]])
         i32 = ir.IntType(32)
         fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32]),
-                                            "llvm.prefetch.p0")
+                                            "llvm.prefetch.p0")  # opaque pointers: LLVM 15 on (numba pinned)
         builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
         return context.get_dummy_value()
 

@@ -119,13 +119,14 @@ def shifted(images: NDArray[Any], dy: int, dx: int) -> NDArray[Any]:
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _box_kernel(images: NDArray[np.uint8], mirrored: bool, dy: int, dx: int, out: NDArray[np.uint8]) -> None:
+def _box_kernel(images: NDArray[np.uint8], mirrored: bool, dy: int, dx: int, ry: int, rx: int,
+                out: NDArray[np.uint8]) -> None:
     """out[i] = Pillow's BOX resize of images[i] shifted by (dy, dx) (`shifted`) and then, when mirrored, flipped
-    left-right; reads the pixels where they are (no shifted or flipped copy). Each axis shrinks by a power of two."""
+    left-right; reads the pixels where they are (no shifted or flipped copy). Each axis shrinks by a power of two f;
+    a run of f values is divided by f as (sum << r + 2^21) >> 22, r = 23 - f.bit_length() (ry down, rx across)."""
     n, h, w, c = images.shape
     side_y, side_x = out.shape[1], out.shape[2]
     fy, fx = h // side_y, w // side_x
-    ry, rx = 23 - int(np.log2(fy) + 1.5), 23 - int(np.log2(fx) + 1.5)  # 22 - bit_length + 1
     for i in prange(n):
         for oy in range(side_y):
             for ox in range(side_x):
@@ -149,14 +150,15 @@ def _box_power_of_two(images: NDArray[np.uint8], side: int, mirrored: bool = Fal
     side x side, where each axis shrinks by a power of two (else None): Pillow sums each run of f pixels along a row,
     divides by f with rounding to the nearest integer (fixed point, halves up), then does the same down each column;
     the same integer arithmetic here gives its bytes exactly (tests/test_candidates.py), in one compiled pass that
-    reads the pixels where they are, about 10x faster than shifting and flipping copies first and 100x faster than
-    Pillow an image at a time."""
+    reads the pixels where they are (a shifted view of 50,000 CIFAR-10 images: 0.25 s, against 1.5 s when the
+    shifted and flipped copies were made first)."""
     n, h, w, c = images.shape
     fy, fx = h // side, w // side
     if h != fy * side or w != fx * side or fy & (fy - 1) or fx & (fx - 1):
         return None
     out = np.empty((n, side, side, c), np.uint8)
-    _box_kernel(np.ascontiguousarray(images), mirrored, int(shift[0]), int(shift[1]), out)
+    _box_kernel(np.ascontiguousarray(images), mirrored, int(shift[0]), int(shift[1]), 23 - fy.bit_length(),
+                23 - fx.bit_length(), out)
     return out
 
 
