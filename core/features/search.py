@@ -65,12 +65,19 @@ def _offer(keys: NDArray[np.int32], ids: NDArray[np.int64], key: Any, idx: int) 
     keys[b], ids[b] = key, idx
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _bf16_key(v: Any) -> Any:
+    """A bf16 number's int16 bits (as int32) mapped so that integer order is the numbers' order: a negative's
+    magnitude bits are reversed."""
+    return v ^ ((v >> 15) & 0x7FFF)
+
+
 @njit(parallel=True, cache=True, nogil=True)
 def _bf16_top_ids(bits: NDArray[np.int16], k: int, block: int, out: NDArray[np.int64]) -> None:
     """out[i] = the columns of row i's k largest values, best first (among equal values in any order), for bf16
-    values read through their int16 view: v ^ ((v >> 15) & 0x7FFF) orders bf16 numbers as their values (a
-    negative's magnitude bits reversed). The two steps of `blocked_topk` in one pass over each row: each block's
-    maximum, the k best of those; then the k best columns of every block whose maximum reaches the k-th."""
+    values read through their int16 view, ordered by `_bf16_key`. The two steps of `blocked_topk` in one pass over
+    each row: each block's maximum, the k best of those; then the k best columns of every block whose maximum
+    reaches the k-th."""
     q, n = bits.shape
     nb = n // block
     for i in prange(q):
@@ -80,8 +87,7 @@ def _bf16_top_ids(bits: NDArray[np.int16], k: int, block: int, out: NDArray[np.i
         for j in range(nb):
             m = -32768
             for c in range(j * block, j * block + block):
-                v = np.int32(row[c])
-                m = max(m, v ^ ((v >> 15) & 0x7FFF))  # type: ignore[assignment]
+                m = max(m, _bf16_key(np.int32(row[c])))
             maxima[j] = m
             _offer(best, where, m, j)
         t = best[k - 1]
@@ -89,11 +95,9 @@ def _bf16_top_ids(bits: NDArray[np.int16], k: int, block: int, out: NDArray[np.i
         for j in range(nb):
             if maxima[j] >= t:
                 for c in range(j * block, j * block + block):
-                    v = np.int32(row[c])
-                    _offer(best, where, v ^ ((v >> 15) & 0x7FFF), c)
+                    _offer(best, where, _bf16_key(np.int32(row[c])), c)
         for c in range(nb * block, n):  # the last, partial block: always candidates
-            v = np.int32(row[c])
-            _offer(best, where, v ^ ((v >> 15) & 0x7FFF), c)
+            _offer(best, where, _bf16_key(np.int32(row[c])), c)
         out[i] = where
 
 
