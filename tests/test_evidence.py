@@ -153,7 +153,10 @@ def test_the_budget_section_links_its_chart_written_beside_it(tmp_path: Path) ->
     assert sorted(p.name for p in tmp_path.iterdir()) == ["RESULTS.md", chart.name]  # no temporary file left
 
 
-def test_the_precision_check_pairs_bf16_runs_with_float32_runs_of_the_same_seeds(digits) -> None:  # type: ignore[no-untyped-def]
+def test_the_precision_check_pairs_bf16_runs_with_float32_runs_of_the_same_seeds(digits, monkeypatch,  # type: ignore[no-untyped-def]
+                                                                                  tmp_path: Path) -> None:
+    # a cache of its own: where the CPU lacks native bf16, other tests' default runs are float32 runs of these seeds
+    monkeypatch.setenv("REDEX_CACHE_DIR", str(tmp_path))
     bf16 = EvidenceConfig(seeds=2, arms=("full",), training=TrainingSettings(precision="bf16"))
     f32 = replace(bf16, training=TrainingSettings(precision="float32"))
     mine = {r.seed: r.accuracy for r in run_evidence(digits, bf16)}
