@@ -102,6 +102,7 @@ def test_worker_killed_mid_job_then_same_result(sources, tmp_path) -> None:  # t
     assert len(table["id"]) == len(set(table["id"])) == 75  # every image once: no shard read twice
 
 
+@pytest.mark.slow  # two Ray jobs that each train (about a minute); a killed Ray task stays in the default suite
 def test_embedding_actor_killed_mid_job_then_same_vectors(sources, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """An embedding actor dies on shard 0; Ray restarts it and the job's vectors equal an undisturbed run."""
     import pyarrow.parquet as pq
