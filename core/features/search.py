@@ -99,14 +99,18 @@ def _bf16_top_ids(bits: NDArray[np.int16], k: int, block: int, out: NDArray[np.i
             m = np.int32(keys.max())
             maxima[j] = m
             _offer(best, where, m, j)
-        t = best[k - 1]
+        t = best[k - 1]  # the k block maxima are k values >= t: a value below t is not among the best k
         best[:] = -2**31
         for j in range(nb):
             if maxima[j] >= t:
                 for c in range(j * block, j * block + block):
-                    _offer(best, where, _bf16_key(np.int32(row[c])), c)
-        for c in range(nb * block, n):  # the last, partial block: always candidates
-            _offer(best, where, _bf16_key(np.int32(row[c])), c)
+                    key = _bf16_key(np.int32(row[c]))
+                    if key >= t:
+                        _offer(best, where, key, c)
+        for c in range(nb * block, n):  # the last, partial block
+            key = _bf16_key(np.int32(row[c]))
+            if key >= t:
+                _offer(best, where, key, c)
         out[i] = where
 
 
