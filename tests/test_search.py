@@ -73,3 +73,24 @@ def test_the_compiled_bf16_top_k_gives_torchs_values_on_both_signs_and_ties() ->
         values, indices = search.blocked_topk(s, k)
         assert torch.equal(values, s.topk(k, dim=1).values)
         assert torch.equal(s.gather(1, indices), values) and len(set(indices[0].tolist())) == k
+
+
+def test_the_bf16_pass_in_the_principal_directions_finds_the_exact_neighbours(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Vectors whose energy lies in a few directions (as image cues' does) are compared in those in the bf16 pass,
+    with the same neighbours as FAISS's exact search; random vectors keep every dimension."""
+    rng = np.random.default_rng(7)
+    base = _unit(rng.normal(size=(6000, 40)) @ rng.normal(size=(40, 192)) + 0.5 * rng.normal(size=(6000, 192)))
+    queries = _unit(base[:400] + 0.3 * rng.normal(size=(400, 192)))
+    basis = search.principal_basis(base)
+    assert basis is not None and basis.shape[1] % 16 == 0 and basis.shape[1] <= 0.75 * 192
+    np.testing.assert_allclose(basis.T @ basis, np.eye(basis.shape[1]), atol=1e-5)
+    monkeypatch.setattr(search, "BF16_FROM", 0)
+    monkeypatch.setattr(search, "_bf16_available", lambda: True)
+    index = search.ExactIndex(base)
+    ids, sims = index.search(queries, 6)
+    assert index.basis is not None and np.array_equal(index.basis, basis)  # found once, kept for the next views
+    ref_ids, ref_sims = search.faiss_flat_topk(queries, base, 6)
+    assert np.array_equal(ids, ref_ids)
+    np.testing.assert_allclose(sims, ref_sims, atol=1e-5)
+    assert search.principal_basis(_unit(rng.normal(size=(6000, 192)))) is None
+    assert search.principal_basis(base[:300]) is None  # too few vectors to tell

@@ -1,10 +1,13 @@
 """Nearest neighbours by inner product for the candidates' cues: exact, or through an inverted-file index at scale.
 
 Exact: on a CPU that computes bf16 natively (and on CUDA), every similarity in bf16 through the matrix
-units, then the best k + 16 of each query re-ranked in float32, so the result equals an exact float32
-search up to ties (measured on CIFAR-10's 8-pixel cue, train against train: 49,999 of 50,000 rows equal,
-the other one a tie, 2.3x faster than FAISS's flat index); smaller searches and other CPUs: float32 through
-torch's matrix product (FAISS's flat index gives the same; torch's is faster here, `make bench`).
+units, in the base's principal directions where few of them hold nearly all its energy (`principal_basis`:
+112 of the 8-pixel cue's 192), then the best k + 16 of each query re-ranked in float32 over every dimension,
+so the result equals an exact float32 search but for near-ties (`make bench`, section candidates, row "cue
+search": the share of queries with FAISS's flat index's neighbours, and the time against it). On CIFAR-10, in
+every scope, the pairs at pair score >= 0.8 were the same as in every dimension; 6 of 1,028,821 across-class
+pairs and 700 of 353,580 leakage pairs differed, all scored below 0.8. Smaller searches and other CPUs:
+float32 through torch's matrix product (FAISS's flat index gives the same; torch's is faster here).
 IVF: FAISS's inverted-file index (k-means cells of the base; each query searches the `nprobe` nearest
 cells), for a base too large to compare with every vector; `make bench` measures its recall against the
 exact search (docs/BENCHMARKS.md, docs/SCALE.md).
@@ -13,7 +16,7 @@ exact search (docs/BENCHMARKS.md, docs/SCALE.md).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -34,15 +37,41 @@ def _bf16_available() -> bool:
     return pick_device() == "cuda" or cpu_has_native_bf16()
 
 
-def exact_topk(queries: NDArray[np.float32], base: NDArray[np.float32], k: int,
-               chunk: int = 4096) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
-    """Exact top-k of each query in base by inner product: (ids, similarities), best first."""
+def exact_topk(queries: NDArray[np.float32], base: NDArray[np.float32], k: int, chunk: int = 4096,
+               basis: NDArray[np.float32] | None | Literal["auto"] = "auto") -> tuple[
+                   NDArray[np.int64], NDArray[np.float32]]:
+    """Exact top-k of each query in base by inner product: (ids, similarities), best first. basis: the directions
+    the bf16 pass compares in (`principal_basis`; "auto": the base's own, None: every dimension)."""
     k = min(k, len(base))
     if len(queries) == 0 or k == 0:
         return np.zeros((len(queries), k), np.int64), np.zeros((len(queries), k), np.float32)
-    if len(queries) * len(base) >= BF16_FROM and _bf16_available():
-        return _bf16_rerank(queries, base, k, chunk)
+    if uses_bf16(len(queries), len(base)):
+        return _bf16_rerank(queries, base, k, chunk, principal_basis(base) if isinstance(basis, str) else basis)
     return _float32(queries, base, k, chunk)
+
+
+def uses_bf16(n_queries: int, n_base: int) -> bool:
+    """Whether a search of this size takes the bf16 pass (on CUDA, or a CPU that computes bf16 natively)."""
+    return n_queries * n_base >= BF16_FROM and _bf16_available()
+
+
+LOW_ENERGY = 0.995  # the bf16 pass compares in the base's principal directions that hold this share of its energy ...
+LOW_SHARE = 0.75  # ... when they are at most this share of the dimensions (else in every dimension)
+BASIS_SAMPLE = 20_000  # base vectors the principal directions are computed from
+
+
+def principal_basis(base: NDArray[np.float32]) -> NDArray[np.float32] | None:
+    """(d, m): the base's first m principal directions, uncentred (inner products are what is searched), m the fewest
+    that hold LOW_ENERGY of its squared norm, rounded up to a multiple of 16; None where m > LOW_SHARE * d (random
+    vectors, say) or the base is small. On CIFAR-10's 8-pixel cue, 112 of 192 dimensions."""
+    n, d = base.shape
+    if n < 2 * d:
+        return None
+    sample = base[:: max(1, n // BASIS_SAMPLE)].astype(np.float64)
+    _, sv, vt = np.linalg.svd(sample, full_matrices=False)
+    energy = np.cumsum(sv**2) / max(float(np.sum(sv**2)), 1e-300)
+    m = min(d, -(-int(np.searchsorted(energy, LOW_ENERGY) + 1) // 16) * 16)
+    return None if m > LOW_SHARE * d else np.ascontiguousarray(vt[:m].T, np.float32)
 
 
 CPU_ROWS = 256  # queries per chunk on a CPU: see `_capped`
@@ -174,18 +203,23 @@ def faiss_flat_topk(queries: NDArray[np.float32], base: NDArray[np.float32], k: 
     return np.concatenate(ids), np.concatenate(sims)
 
 
-def _bf16_rerank(queries: NDArray[np.float32], base: NDArray[np.float32], k: int,
-                 chunk: int) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+def _bf16_rerank(queries: NDArray[np.float32], base: NDArray[np.float32], k: int, chunk: int,
+                 basis: NDArray[np.float32] | None) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """Every similarity in bf16 (in the directions of `basis` when given), each query's best k + RERANK of those
+    re-ranked in float32 over every dimension."""
     device = pick_device()
     full = torch.from_numpy(np.ascontiguousarray(base, np.float32)).to(device)
-    low = full.to(torch.bfloat16)
+    project = None if basis is None else torch.from_numpy(basis).to(device)
+    with torch.inference_mode():
+        low = (full if project is None else full @ project).to(torch.bfloat16)
     chunk = _capped(chunk, len(base), device)
     wide = min(len(base), k + RERANK)
     ids, sims = [], []
     with torch.inference_mode():
         for lo in range(0, len(queries), chunk):
             q = torch.from_numpy(np.ascontiguousarray(queries[lo : lo + chunk], np.float32)).to(device)
-            cand = blocked_topk(q.to(torch.bfloat16) @ low.T, wide)[1]  # in bf16: a float copy costs more
+            q_low = (q if project is None else q @ project).to(torch.bfloat16)
+            cand = blocked_topk(q_low @ low.T, wide)[1]  # in bf16: a float copy costs more
             exact = torch.einsum("qd,qkd->qk", q, full[cand])
             top = exact.topk(k, dim=1)
             ids.append(cand.gather(1, top.indices).cpu().numpy().astype(np.int64))
@@ -232,9 +266,12 @@ class ExactIndex:
 
     def __init__(self, base: NDArray[np.float32]) -> None:
         self.base = base
+        self.basis: NDArray[np.float32] | None | Literal["auto"] = "auto"  # found once, at the first bf16 search
 
     def search(self, queries: NDArray[np.float32], k: int) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
-        return exact_topk(queries, self.base, k)
+        if isinstance(self.basis, str) and uses_bf16(len(queries), len(self.base)):
+            self.basis = principal_basis(self.base)
+        return exact_topk(queries, self.base, k, basis=self.basis)
 
 
 def vector_index(base: NDArray[np.float32], search: str) -> IvfIndex | ExactIndex:
