@@ -145,9 +145,12 @@ def test_the_compiled_kernel_torch_the_threads_and_the_windows_give_the_same_sco
     assert np.all(score_pairs(images, copies, copies + 30, cfg) > 0.95)
 
 
-def test_within_memory_kept_banks_refill_the_memory_of_earlier_ones_with_the_same_scores() -> None:
-    """Banks of fewer images than the memory left by earlier calls take it over (the same buffers come back), and
-    nothing of the earlier images leaks into the scores; the memory is let go when the block ends."""
+def test_later_banks_refill_the_memory_of_earlier_ones_with_the_same_scores_and_let_it_go_when_idle(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Banks of fewer images than the memory left by an earlier call take it over (the same buffers come back), and
+    nothing of the earlier images leaks into the scores; the memory is let go when no bank has wanted it for a while."""
+    import time
+
     from core.features import pair_score
 
     rng = np.random.default_rng(9)
@@ -155,11 +158,14 @@ def test_within_memory_kept_banks_refill_the_memory_of_earlier_ones_with_the_sam
     a, b = rng.integers(0, 80, 300), rng.integers(0, 80, 300)
     few = (a < 20) & (b < 20)
     cfg = PairScoreConfig()
+    pair_score.SPARE.clear()
     alone = score_pairs(images, a[few], b[few], cfg, cfg.zooms[:2])
-    with pair_score.memory_kept():
-        score_pairs(images, a, b, cfg, cfg.zooms[:2])
-        buffers = {t.spec.data_ptr() for t in pair_score._SPARE.terms}
-        assert len(buffers) == 4  # two banks (the plain one and the last zoom's), two terms each
-        np.testing.assert_array_equal(score_pairs(images, a[few], b[few], cfg, cfg.zooms[:2]), alone)
-        assert {t.spec.data_ptr() for t in pair_score._SPARE.terms} == buffers
-    assert pair_score._SPARE.terms is None
+    pair_score.SPARE.clear()
+    score_pairs(images, a, b, cfg, cfg.zooms[:2])
+    buffers = {t.spec.data_ptr() for t in pair_score.SPARE.terms}
+    assert len(buffers) == 4  # two banks (the plain one and the last zoom's), two terms each
+    monkeypatch.setattr(pair_score, "KEEP_SECONDS", 0.2)
+    np.testing.assert_array_equal(score_pairs(images, a[few], b[few], cfg, cfg.zooms[:2]), alone)
+    assert {t.spec.data_ptr() for t in pair_score.SPARE.terms} == buffers
+    time.sleep(1.0)
+    assert pair_score.SPARE.terms == []

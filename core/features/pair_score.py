@@ -32,8 +32,7 @@ faster than when each image was prepared again for every batch of 256 pairs, wit
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -387,33 +386,47 @@ def _best(ta: _Term, tb: _Term, ia: torch.Tensor, ib: torch.Tensor, lags: _Lags,
 
 
 BATCH = 2_048  # images prepared at once, and pairs whose products are taken at once
-SPARE_TERMS = 4  # the memory of two banks, kept for the next ones (`memory_kept`)
-_SPARE = threading.local()  # .terms: this thread's spare memory while `memory_kept` is active, else None
+SPARE_TERMS = 4  # the memory of two banks kept for the next ones (`_Spare`)
+KEEP_SECONDS = 120.0  # ... and let go this long after the last bank was done with
 
 
-@contextmanager
-def memory_kept() -> Iterator[None]:
-    """Within the block, the memory of the banks `score_pairs` is done with serves its next banks in this thread,
-    across calls, instead of being freed and allocated again; all of it is freed when the block ends. A scope's
-    candidates score their pairs in up to four calls, each with banks of about 50,000 CIFAR-10 images (1.5 GB)."""
-    if getattr(_SPARE, "terms", None) is not None:  # an enclosing block keeps it already
-        yield
-        return
-    _SPARE.terms = []
-    try:
-        yield
-    finally:
-        _SPARE.terms = None
+class _Spare:
+    """The memory of banks that are done with, kept for the next banks of this process (any call, any thread) instead
+    of being freed and allocated again: here a new bank of 50,000 CIFAR-10 images (1.5 GB) spends 3.6-7 s of CPU in
+    the kernel on page faults, a refilled one 0.2-0.6 s, and a scope's candidates prepare up to four banks. At most
+    SPARE_TERMS terms; all of it let go KEEP_SECONDS after the last release (or by `clear`)."""
+
+    def __init__(self) -> None:
+        self.terms: list[_Term] = []
+        self.lock = threading.Lock()
+        self.timer: threading.Timer | None = None
+
+    def take(self, n: int, c: int, h: int, w: int, s: int, device: str | torch.device) -> _Term:
+        """A kept term with room for n images of (c, h, w) and shifts up to s (no longer kept), else a new one."""
+        want = _Term.empty(1, c, h, w, s, "meta")  # shapes only
+        with self.lock:
+            for k, t in enumerate(self.terms):
+                if (t.spec.shape[1:] == want.spec.shape[1:] and t.one.shape[1:] == want.one.shape[1:]
+                        and len(t.spec) >= n and t.spec.device == torch.device(device)):
+                    return self.terms.pop(k)
+        return _Term.empty(n, c, h, w, s, device)
+
+    def give(self, terms: list[_Term]) -> None:
+        with self.lock:
+            self.terms.extend(terms)
+            del self.terms[: max(0, len(self.terms) - SPARE_TERMS)]
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer = threading.Timer(KEEP_SECONDS, self.clear)
+            self.timer.daemon = True
+            self.timer.start()
+
+    def clear(self) -> None:
+        with self.lock:
+            self.terms.clear()
 
 
-def _take(spare: list[_Term] | None, n: int, c: int, h: int, w: int, s: int, device: str | torch.device) -> _Term:
-    """A spare term with room for n images of (c, h, w) and shifts up to s (taken out of `spare`), else a new one."""
-    want = _Term.empty(1, c, h, w, s, "meta")  # shapes only
-    for k, t in enumerate(spare or []):
-        if (t.spec.shape[1:] == want.spec.shape[1:] and t.one.shape[1:] == want.one.shape[1:] and len(t.spec) >= n
-                and t.spec.device == torch.device(device)):
-            return spare.pop(k)  # type: ignore[union-attr]
-    return _Term.empty(n, c, h, w, s, device)
+SPARE = _Spare()
 
 
 class _Bank:
@@ -421,10 +434,8 @@ class _Bank:
     of any pairs among them, or between them and another bank (the same images zoomed)."""
 
     def __init__(self, images: Images | NDArray[Any], idx: NDArray[np.int64], cfg: PairScoreConfig,
-                 zoom: Zoom | None = None, spare: list[_Term] | None = None) -> None:
-        """spare: the memory of banks that are done with (`release`), taken over where it is large enough: refilling
-        memory already in use skips the page faults of a fresh allocation (about 0.5 s per 1.5 GB here, and up to
-        3 s beside another bank of that size)."""
+                 zoom: Zoom | None = None) -> None:
+        """The memory of banks that are done with (`SPARE`) is taken over where it is large enough."""
         self.cfg, self.device = cfg, pick_device()
         h, w, c = (int(v) for v in images.shape[1:4])
         self.shift, sigma, smooth = cfg.scaled(min(h, w))
@@ -438,7 +449,7 @@ class _Bank:
         ty = torch.as_tensor(my, dtype=torch.float32, device=self.device)
         tx = torch.as_tensor(mx.T, dtype=torch.float32, device=self.device)
         n = len(idx)
-        self.memory = [_take(spare, n, c, h, w, self.shift, self.device) for _ in range(2)]  # at least n images each
+        self.memory = [SPARE.take(n, c, h, w, self.shift, self.device) for _ in range(2)]  # at least n images each
         self.image, self.detail = (_Term(t.spec[:n], t.one[:n], t.two[:n]) for t in self.memory)
         for lo in range(0, len(idx), BATCH):
             x = _both_axes(ty, _channels_first(np.asarray(images[idx[lo : lo + BATCH]]), self.device), tx)
@@ -446,10 +457,10 @@ class _Bank:
             # the blur keeps a constant (its rows sum to 1), so the detail is the same whether x is centred yet or not
             _prepare(x - _gaussian_blur(x, sigma), self.shift, self.detail, lo)
 
-    def release(self, spare: list[_Term]) -> None:
-        """Hand this bank's memory to the next banks (it is not to be used again); at most SPARE_TERMS kept."""
-        spare.extend(self.memory)
-        del spare[: max(0, len(spare) - SPARE_TERMS)]
+    def release(self) -> None:
+        """Hand this bank's memory to the next banks (`SPARE`); the bank is not to be used again."""
+        SPARE.give(self.memory)
+        self.memory = []
 
     def scores(self, ia: NDArray[np.int64], ib: NDArray[np.int64], other: _Bank | None = None, chunk: int = BATCH,
                tick: Callable[[int], None] | None = None) -> NDArray[np.float32]:
@@ -537,19 +548,17 @@ def _score_pairs(images: Images | NDArray[Any], a: NDArray[np.int64], b: NDArray
         done[0] += k
         report(on_progress, phase, done[0], total)  # a cancelled job stops here
 
-    kept = getattr(_SPARE, "terms", None)
-    spare: list[_Term] = [] if kept is None else kept  # within this call at least: each zoom refills the previous one
     for rows in _windows(a, b, bank_images(tuple(images.shape[1:]), cfg)):
         u, inv = np.unique(np.concatenate([a[rows], b[rows]]), return_inverse=True)
         ia, ib = inv[: len(rows)], inv[len(rows) :]
-        bank = _Bank(images, u, cfg, spare=spare)
+        bank = _Bank(images, u, cfg)
         best = bank.scores(ia, ib, chunk=chunk, tick=tick)
         for z in zooms:
-            zoomed_bank = _Bank(images, u, cfg, z, spare=spare)
+            zoomed_bank = _Bank(images, u, cfg, z)  # the previous zoom's memory, refilled
             best = np.maximum(best, np.maximum(bank.scores(ia, ib, zoomed_bank, chunk, tick),
                                                zoomed_bank.scores(ia, ib, bank, chunk, tick)))
-            zoomed_bank.release(spare)
-        bank.release(spare)
+            zoomed_bank.release()
+        bank.release()
         out[rows] = best
     return out
 

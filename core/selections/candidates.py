@@ -38,7 +38,7 @@ from core.data.scope import SCOPES, Scope, parse
 from core.data.types import Images, ProgressFn, report
 from core.features.embedding import cached_embedding, cached_embedding_key
 from core.features.hashing import HashConfig
-from core.features.pair_score import PairScoreConfig, Zoom, memory_kept, score_pairs
+from core.features.pair_score import PairScoreConfig, Zoom, score_pairs
 from core.features.search import ExactIndex, IvfIndex, vector_index
 from core.selections.duplicates import build_index
 
@@ -417,11 +417,10 @@ def find_candidates(ds: Dataset, scope: Scope | str = Scope.LEAKAGE, cfg: Candid
     did not find (so a network trained later adds its pairs without the others being scored again).
     """
     scope = parse(scope)
-    with memory_kept():  # the pair scores' banks refill the memory of the ones before
-        cues = _cues_part(ds, scope, cfg, on_progress, pixels)
-        emb = cached_embedding(ds) if cfg.network else None
-        return cues[0] if emb is None else _merged(cues[0], _network_part(ds, scope, cfg, emb.vectors, cues,
-                                                                          on_progress, pixels)[0])
+    cues = _cues_part(ds, scope, cfg, on_progress, pixels)
+    emb = cached_embedding(ds) if cfg.network else None
+    return cues[0] if emb is None else _merged(cues[0], _network_part(ds, scope, cfg, emb.vectors, cues,
+                                                                      on_progress, pixels)[0])
 
 
 def _arrays(part: tuple[Candidates, NDArray[np.float32]]) -> dict[str, NDArray[Any]]:
@@ -471,15 +470,14 @@ def candidate_parts(ds: Dataset, scope: Scope, cfg: CandidateConfig = CandidateC
                     on_progress: ProgressFn | None = None, pixels: Pixels | None = None) -> list[Candidates]:
     """The cached parts of one scope's list: the pixel views' and hashes' pairs (one key with the network cue on or
     off), then the network's own pairs where its embedding is on disk (its input takes part in the key)."""
-    with memory_kept():  # the pair scores' banks refill the memory of the ones before
-        cues = _from_arrays(scope, cache.cached_arrays(candidates_key(ds, scope, cfg), lambda: _arrays(
-            _cues_part(ds, scope, cfg, on_progress, pixels))))
-        out = [cues[0]]
-        key = network_key(ds, scope, cfg)
-        emb = cached_embedding(ds) if key is not None else None
-        if key is not None and emb is not None:
-            out.append(_from_arrays(scope, cache.cached_arrays(key, lambda: _arrays(
-                _network_part(ds, scope, cfg, emb.vectors, cues, on_progress, pixels))))[0])
+    cues = _from_arrays(scope, cache.cached_arrays(candidates_key(ds, scope, cfg), lambda: _arrays(
+        _cues_part(ds, scope, cfg, on_progress, pixels))))
+    out = [cues[0]]
+    key = network_key(ds, scope, cfg)
+    emb = cached_embedding(ds) if key is not None else None
+    if key is not None and emb is not None:
+        out.append(_from_arrays(scope, cache.cached_arrays(key, lambda: _arrays(
+            _network_part(ds, scope, cfg, emb.vectors, cues, on_progress, pixels))))[0])
     return out
 
 
