@@ -19,10 +19,11 @@ detail term alone fails re-crops, which the image term and the zooms keep high.
 How it is computed: every shift at once, through the spectra. Each image is prepared once however many
 pairs it is in (`_Bank`: smoothing, and a zoom when asked, as one matrix per axis; the detail; the spectra
 and the overlap sums of both terms), then the pairs are scored in batches: the mirror image's spectrum is
-derived from the image's own (conjugate symmetry of a real signal, plus a phase ramp); the cross-power
-spectrum of a pair is gathered and multiplied in one pass by a compiled kernel on a CPU (torch's operations
-elsewhere); the 49 lags are read off it by one matrix product; the overlap's sums come from per-image sums
-over row and column masks. It runs in torch, on the GPU when there is one (core.data.device), in float32
+derived from the image's own (conjugate symmetry of a real signal, plus a phase ramp); on a CPU one compiled
+pass per pair gathers and multiplies its cross-power spectrum and takes the inverse DFT at the 49 lags only,
+one axis at a time (`_lag_sums`); elsewhere torch's operations and one matrix product to the lags; the
+overlap's sums come from per-image sums over row and column masks. The memory of banks that are done with
+serves the next ones (`_Spare`). It runs in torch, on the GPU when there is one (core.data.device), in float32
 with the sums in float64, and equals `np.corrcoef` overlap by overlap to 1e-5 (tests/test_pair_score.py).
 On CIFAR-10, with a compiled pixel cue and top-k in the search, the within-class list is 3.6x
 faster than when each image was prepared again for every batch of 256 pairs, with the same scores to 1e-6
