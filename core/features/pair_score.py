@@ -21,7 +21,7 @@ pairs it is in (`_Bank`: smoothing, and a zoom when asked, as one matrix per axi
 and the overlap sums of both terms), then the pairs are scored in batches: the mirror image's spectrum is
 derived from the image's own (conjugate symmetry of a real signal, plus a phase ramp); on a CPU one compiled
 pass per pair gathers and multiplies its cross-power spectrum and takes the inverse DFT at the 49 lags only,
-one axis at a time (`_lag_sums`); elsewhere torch's operations and one matrix product to the lags; the
+one axis at a time (core.features.pair_kernels); elsewhere torch's operations and one matrix product to the lags; the
 overlap's sums come from per-image sums over row and column masks. The memory of banks that are done with
 serves the next ones (`_Spare`). It runs in torch, on the GPU when there is one (core.data.device), in float32
 with the sums in float64, and equals `np.corrcoef` overlap by overlap to 1e-5 (tests/test_pair_score.py).
@@ -40,14 +40,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from llvmlite import ir
-from numba import njit, prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic
 from numpy.typing import NDArray
 
 from core.data.device import pick_device
 from core.data.types import Images, ProgressFn, report
+from core.features.pair_kernels import LANES, Lags, centre_and_sum, cross_power, lag_sums, lag_tables, normalised_best
 
 Zoom = tuple[float, float]  # (vertical, horizontal) factors: the centre 1/z of the image, scaled back up
 
@@ -164,54 +161,12 @@ def _masks(n: int, s: int, device: torch.device) -> torch.Tensor:
     return ((i >= d.clamp(min=0)) & (i < n + d.clamp(max=0))).to(torch.float64)
 
 
-@njit(parallel=True, cache=True, nogil=True)
-def _centre_and_sum(x: NDArray[np.float32], s: int, one: NDArray[np.float64], two: NDArray[np.float64]) -> None:
-    """Mean-centre each image of x (U, C, h, w) in place; then one[u, a, b] and two[u, a, b]: the sum of its values and
-    of their squares over the overlap of shift (a - s, b - s) (rows [max(d, 0), h + min(d, 0)) for d = a - s, columns
-    likewise), all sums in float64, from running sums along each row and then down each column: one pass where torch
-    took four (the mean, the centring, then a matrix product per axis for each sum)."""
-    n, channels, h, w = x.shape
-    lags = 2 * s + 1
-    for u in prange(n):
-        img = x[u]
-        total = 0.0
-        for c in range(channels):
-            for i in range(h):
-                for j in range(w):
-                    total += img[c, i, j]
-        mean = np.float32(total / (channels * h * w))
-        flat = np.zeros((2, h, w))
-        for c in range(channels):
-            for i in range(h):
-                for j in range(w):
-                    v = img[c, i, j] - mean
-                    img[c, i, j] = v
-                    flat[0, i, j] += v
-                    flat[1, i, j] += np.float64(v) * v
-        across = np.empty((h, lags))  # each row summed over each shift's columns
-        run = np.empty(max(h, w) + 1)
-        for k in range(2):
-            dest = one if k == 0 else two
-            for i in range(h):
-                run[0] = 0.0
-                for j in range(w):
-                    run[j + 1] = run[j] + flat[k, i, j]
-                for b in range(lags):
-                    across[i, b] = run[w + min(b - s, 0)] - run[max(b - s, 0)]
-            for b in range(lags):
-                run[0] = 0.0
-                for i in range(h):
-                    run[i + 1] = run[i] + across[i, b]
-                for a in range(lags):
-                    dest[u, a, b] = run[h + min(a - s, 0)] - run[max(a - s, 0)]
-
-
 def _prepare(x: torch.Tensor, s: int, into: _Term, lo: int = 0) -> _Term:
     """Rows lo.. of `into` for x: (U, C, h, w) float32, mean-centred here per image (in place on a CPU)."""
     n, c, h, w = x.shape
     if FUSED and x.device.type == "cpu":
         x = x.contiguous()
-        _centre_and_sum(x.numpy(), s, into.one[lo : lo + n].numpy(), into.two[lo : lo + n].numpy())
+        centre_and_sum(x.numpy(), s, into.one[lo : lo + n].numpy(), into.two[lo : lo + n].numpy())
         into.spec[lo : lo + n] = torch.view_as_real(torch.fft.rfft2(x, s=(h + s, w + s))).permute(0, 4, 1, 2, 3)
         return into
     x = x - x.mean(dim=(1, 2, 3), keepdim=True)
@@ -222,172 +177,16 @@ def _prepare(x: torch.Tensor, s: int, into: _Term, lo: int = 0) -> _Term:
     return into
 
 
-@dataclass(frozen=True)
-class _Lags:
-    """What turns the cross-power spectra of pairs into their sums of products at the lags -s..s: the inverse DFT at
-    those lags only, as one real matrix per orientation (the mirror image's phase ramp folded into its own), and the
-    bins -ky that make the mirror image's conjugate spectrum out of an image's own."""
-
-    kernel: torch.Tensor  # (H * (W // 2 + 1) * 2, (2s+1)^2) float32: [re, im] of each bin to the lags
-    mirror: torch.Tensor  # the same for the mirror image, its ramp folded in
-    rows: torch.Tensor  # (H,) int64, the bins -ky
-    n: torch.Tensor  # (2s+1, 2s+1) float64: values in each overlap (times C)
-    by_row: NDArray[np.float32]  # (2, 2s+1, H): [re, im] of the lag factors along ky (`_lag_sums`)
-    by_column: NDArray[np.float32]  # (2, 2, 2s+1, LANES): [orientation, re/im, dx, kx], zero past W // 2 + 1
-
-
-def _real_kernel(e: torch.Tensor) -> torch.Tensor:
-    """(K, L) complex to (2K, L) real, so that Re(X @ e) = [Re X, Im X] @ kernel."""
-    return torch.cat([e.real, -e.imag]).to(torch.float32)
-
-
-@lru_cache(maxsize=8)
-def _lags(c: int, h: int, w: int, s: int, device: str) -> _Lags:
-    """corr[dy, dx] = Re(sum over bins of X[ky, kx] ey[dy, ky] ex[kx, dx]): asking 49 lags of 1,225 this way is
-    one matrix product for a whole batch of pairs, many times faster than an inverse FFT followed by picking the
-    lags. The mirror image's spectrum: G[ky, kx] = exp(-2 pi i kx (w - 1) / W) * conj(X[-ky, kx]), so conj(G) =
-    ramp * X[-ky, kx] with ramp = exp(2 pi i kx (w - 1) / W) (conjugate symmetry of a real signal, plus a phase
-    ramp), and the ramp, one factor per bin, goes into the mirror's matrix."""
-    big_h, big_w = h + s, w + s
-    d = torch.arange(-s, s + 1, dtype=torch.float64)
-    ky, kx = torch.arange(big_h, dtype=torch.float64), torch.arange(big_w // 2 + 1, dtype=torch.float64)
-    weight = torch.full((len(kx),), 2.0, dtype=torch.float64)  # each bin stands for itself and its mirror ...
-    weight[0] = 1.0  # ... but the constant one
-    if big_w % 2 == 0:
-        weight[-1] = 1.0  # ... and the Nyquist one
-    ey = torch.exp(2j * torch.pi * d[:, None] * ky[None, :] / big_h)  # (L, H)
-    ex = weight[:, None] * torch.exp(2j * torch.pi * kx[:, None] * d[None, :] / big_w) / (big_h * big_w)  # (W2, L)
-    e = torch.einsum("ay,xb->yxab", ey, ex).reshape(big_h, len(kx), -1)  # bin -> lag
-    ramp = torch.exp(2j * torch.pi * kx * (w - 1) / big_w)
-    dd = d.abs()
-    n = c * (h - dd)[:, None] * (w - dd)[None, :]
-    columns = torch.stack([ex, ramp[:, None] * ex]).transpose(1, 2)  # (orientation, dx, kx)
-    by_column = np.zeros((2, 2, len(d), max(LANES, len(kx))), np.float32)
-    by_column[:, 0, :, : len(kx)], by_column[:, 1, :, : len(kx)] = columns.real.numpy(), columns.imag.numpy()
-    return _Lags(_real_kernel(e.reshape(-1, e.shape[-1])).to(device),
-                 _real_kernel((ramp[None, :, None] * e).reshape(-1, e.shape[-1])).to(device),
-                 ((-torch.arange(big_h)) % big_h).to(device), n.to(device),
-                 np.stack([ey.real.numpy(), ey.imag.numpy()]).astype(np.float32), by_column)
-
-
-@intrinsic
-def _prefetch(typingctx: Any, arr: Any, offset: Any) -> Any:
-    """Ask the CPU to start loading the cache line of arr's element at flat `offset` (LLVM's prefetch: for reading,
-    kept in every cache level); it changes no value and cannot fault."""
-    sig = types.void(arr, types.intp)
-
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        data = context.make_array(signature.args[0])(context, builder, args[0]).data
-        ptr = builder.gep(data, [args[1]])
-        i32 = ir.IntType(32)
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32]),
-                                            "llvm.prefetch.p0")  # opaque pointers: LLVM 15 on (numba pinned)
-        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-@njit(parallel=True, cache=True, nogil=True, fastmath=True)
-def _cross_power(a: NDArray[np.float32], b: NDArray[np.float32], ia: NDArray[np.int64], ib: NDArray[np.int64],
-                 rows: NDArray[np.int64], out: NDArray[np.float32]) -> None:
-    """out[p, 0] = sum over channels of a[ia[p]] * conj(b[ib[p]]), and with a second orientation in out,
-    out[p, 1] = sum over channels of a[ia[p]] * b[ib[p]] at the bins (rows[ky], kx). Spectra are (U, 2, C, H, W2)
-    float32 (real parts, then imaginary parts), out (P, O, 2, H, W2); the innermost loops run along kx, over
-    contiguous values, so that they compile to vector instructions. Gathering and multiplying in one pass is
-    several times faster than torch's separate steps. The second images come from anywhere in a bank of up to 2 GiB;
-    prefetching the next pair's, row by row while this one is multiplied, takes nearly half off (4.9 to 2.6 us a pair
-    on CIFAR-sized spectra in a bank of 40,000 images, 2 threads; 3.6 us when all of it was asked for at once)."""
-    channels, big_h, half = a.shape[2], a.shape[3], a.shape[4]
-    mirror = out.shape[1] == 2
-    n = len(ia)
-    for p in prange(n):
-        # the next pair's second image, anywhere in the bank: each of its rows is asked for as this pair reaches the
-        # same row, so its load overlaps this pair's work without flooding the CPU's queue of pending loads
-        x, y, o, z = a[ia[p]], b[ib[p]], out[p], b[ib[min(p + 1, n - 1)]]
-        o[:] = 0.0
-        for c in range(channels):
-            for ky in range(big_h):
-                for part in range(2):
-                    _prefetch(z[part, c, ky], 0)  # type: ignore[call-arg]
-                    _prefetch(z[part, c, ky], half - 1)  # type: ignore[call-arg]
-                ry = rows[ky]
-                for kx in range(half):
-                    xr, xi = x[0, c, ky, kx], x[1, c, ky, kx]
-                    yr, yi = y[0, c, ky, kx], y[1, c, ky, kx]
-                    o[0, 0, ky, kx] += xr * yr + xi * yi
-                    o[0, 1, ky, kx] += xi * yr - xr * yi
-                if mirror:
-                    for kx in range(half):
-                        xr, xi = x[0, c, ky, kx], x[1, c, ky, kx]
-                        mr, mi = y[0, c, ry, kx], y[1, c, ry, kx]
-                        o[1, 0, ky, kx] += xr * mr - xi * mi
-                        o[1, 1, ky, kx] += xr * mi + xi * mr
-
-
-LANES = 24  # the bins kx of a row (W // 2 + 1) that `_lag_sums` takes at once, padded: CIFAR-10's 18, digits' 5
-
-
-@njit(parallel=True, cache=True, nogil=True, fastmath=True)
-def _lag_sums(a: NDArray[np.float32], b: NDArray[np.float32], ia: NDArray[np.int64], ib: NDArray[np.int64],
-              rows: NDArray[np.int64], by_row: NDArray[np.float32], by_column: NDArray[np.float32],
-              out: NDArray[np.float32]) -> None:
-    """out[p, o, dy, dx]: the sum of products of pair p at lag (dy, dx), orientation o: `_cross_power` and the matrix
-    product with the lags' kernel in one pass, the inverse DFT at the lags taken one axis at a time (ky to dy, then
-    kx to dx: a third of the kernel's operations), the bins kx of a row padded to LANES, so that every inner loop
-    runs whole vectors. Per pair and term on CIFAR-sized spectra about 0.75x the time of the two steps (the same
-    sums to float32 rounding: tests/test_pair_score.py)."""
-    channels, big_h, half = a.shape[2], a.shape[3], a.shape[4]
-    orientations, lags = out.shape[1], out.shape[2]
-    n = len(ia)
-    for p in prange(n):
-        x, y, z = a[ia[p]], b[ib[p]], b[ib[min(p + 1, n - 1)]]
-        ur = np.zeros((2, lags, LANES), np.float32)  # sum over ky of row ky's cross-power times the ky factor
-        ui = np.zeros((2, lags, LANES), np.float32)
-        xr = np.zeros((2, LANES), np.float32)  # row ky's cross-power spectrum, per orientation
-        xi = np.zeros((2, LANES), np.float32)
-        for ky in range(big_h):
-            for c in range(channels):  # the next pair's second image, row by row (see `_cross_power`)
-                for part in range(2):
-                    _prefetch(z[part, c, ky], 0)  # type: ignore[call-arg]
-                    _prefetch(z[part, c, ky], half - 1)  # type: ignore[call-arg]
-            ry = rows[ky]
-            xr[:, :] = 0.0
-            xi[:, :] = 0.0
-            for c in range(channels):
-                for kx in range(half):
-                    ar, ai = x[0, c, ky, kx], x[1, c, ky, kx]
-                    br, bi = y[0, c, ky, kx], y[1, c, ky, kx]
-                    mr, mi = y[0, c, ry, kx], y[1, c, ry, kx]
-                    xr[0, kx] += ar * br + ai * bi
-                    xi[0, kx] += ai * br - ar * bi
-                    xr[1, kx] += ar * mr - ai * mi
-                    xi[1, kx] += ar * mi + ai * mr
-            for o in range(orientations):
-                for dy in range(lags):
-                    er, ei = by_row[0, dy, ky], by_row[1, dy, ky]
-                    for kx in range(LANES):
-                        ur[o, dy, kx] += er * xr[o, kx] - ei * xi[o, kx]
-                        ui[o, dy, kx] += er * xi[o, kx] + ei * xr[o, kx]
-        for o in range(orientations):
-            for dy in range(lags):
-                for dx in range(lags):
-                    acc = np.float32(0.0)
-                    for kx in range(LANES):
-                        acc += ur[o, dy, kx] * by_column[o, 0, dx, kx] - ui[o, dy, kx] * by_column[o, 1, dx, kx]
-                    out[p, o, dy, dx] = acc
-
-
 FUSED = True  # on a CPU, the cross-power spectra and the normalised correlations by compiled kernels; elsewhere torch
 
 
-def _cross(ta: _Term, tb: _Term, ia: torch.Tensor, ib: torch.Tensor, lags: _Lags, flip: bool) -> torch.Tensor:
+def _cross(ta: _Term, tb: _Term, ia: torch.Tensor, ib: torch.Tensor, lags: Lags, flip: bool) -> torch.Tensor:
     """(P, O, 2 * H * W2) float32: each pair's cross-power spectrum, per orientation of b (as it is; mirrored,
     without its ramp), real parts then imaginary parts."""
     p, orientations = len(ia), 2 if flip else 1
     if FUSED and ta.spec.device.type == "cpu":
         out = np.empty((p, orientations, *ta.spec.shape[1:2], *ta.spec.shape[3:]), np.float32)
-        _cross_power(ta.spec.numpy(), tb.spec.numpy(), ia.numpy(), ib.numpy(), lags.rows.numpy(), out)
+        cross_power(ta.spec.numpy(), tb.spec.numpy(), ia.numpy(), ib.numpy(), lags.rows.numpy(), out)
         return torch.from_numpy(out).reshape(p, orientations, -1)
     a, b = ta.spec.index_select(0, ia), tb.spec.index_select(0, ib)  # (P, 2, C, H, W2)
     ar, ai, br, bi = a[:, 0], a[:, 1], b[:, 0], b[:, 1]
@@ -398,36 +197,12 @@ def _cross(ta: _Term, tb: _Term, ia: torch.Tensor, ib: torch.Tensor, lags: _Lags
     return torch.stack(cross, 1).reshape(p, orientations, -1)
 
 
-@njit(parallel=True, cache=True, nogil=True)
-def _normalised_best(sab: NDArray[np.float32], one_a: NDArray[np.float64], two_a: NDArray[np.float64],
-                     one_b: NDArray[np.float64], two_b: NDArray[np.float64], ia: NDArray[np.int64],
-                     ib: NDArray[np.int64], n: NDArray[np.float64], out: NDArray[np.float64]) -> None:
-    """out[p] = the largest correlation of pair p over its lags and orientations, from its sums of products sab
-    (P, O, L, L) and the overlap sums of both images: the same float64 operations in the same order as the torch
-    version in `_best`, in one pass instead of a dozen over (P, O, L, L) arrays."""
-    lags = n.shape[0]
-    for p in prange(len(ia)):
-        ja, jb = ia[p], ib[p]
-        best = -np.inf
-        for dy in range(lags):
-            for dx in range(lags):
-                sa, saa, nn = one_a[ja, dy, dx], two_a[ja, dy, dx], n[dy, dx]
-                va = max(saa - sa * sa / nn, 0.0)
-                for o in range(sab.shape[1]):
-                    # as the second image, its overlap at (dy, dx) is its own region at (-dy, -dx); mirrored, (-dy, dx)
-                    rx = lags - 1 - dx if o == 0 else dx
-                    sb, sbb = one_b[jb, lags - 1 - dy, rx], two_b[jb, lags - 1 - dy, rx]
-                    den = np.sqrt(va * max(sbb - sb * sb / nn, 0.0))
-                    best = max(best, (np.float64(sab[p, o, dy, dx]) - sa * sb / nn) / max(den, 1e-6))
-        out[p] = best
-
-
-def _best(ta: _Term, tb: _Term, ia: torch.Tensor, ib: torch.Tensor, lags: _Lags, flip: bool) -> torch.Tensor:
+def _best(ta: _Term, tb: _Term, ia: torch.Tensor, ib: torch.Tensor, lags: Lags, flip: bool) -> torch.Tensor:
     """For pairs (ia[k], ib[k]): the best correlation over shifts and, with flip, b's mirror image."""
     p, size = len(ia), lags.n.shape[0]
     if FUSED and ta.spec.device.type == "cpu" and ta.spec.shape[-1] <= LANES:
         sums = np.empty((p, 2 if flip else 1, size, size), np.float32)
-        _lag_sums(ta.spec.numpy(), tb.spec.numpy(), ia.numpy(), ib.numpy(), lags.rows.numpy(), lags.by_row,
+        lag_sums(ta.spec.numpy(), tb.spec.numpy(), ia.numpy(), ib.numpy(), lags.rows.numpy(), lags.by_row,
                   lags.by_column, sums)
         sab = torch.from_numpy(sums)
     else:
@@ -436,7 +211,7 @@ def _best(ta: _Term, tb: _Term, ia: torch.Tensor, ib: torch.Tensor, lags: _Lags,
         sab = torch.stack([cross[:, o] @ k for o, k in enumerate(kernels)], 1).reshape(p, -1, size, size)
     if FUSED and sab.device.type == "cpu":
         out = np.empty(p, np.float64)
-        _normalised_best(sab.numpy(), ta.one.numpy(), ta.two.numpy(), tb.one.numpy(), tb.two.numpy(), ia.numpy(),
+        normalised_best(sab.numpy(), ta.one.numpy(), ta.two.numpy(), tb.one.numpy(), tb.two.numpy(), ia.numpy(),
                          ib.numpy(), lags.n.numpy(), out)
         return torch.from_numpy(out)
     sab = sab.double()
@@ -505,7 +280,7 @@ class _Bank:
         self.cfg, self.device = cfg, pick_device()
         h, w, c = (int(v) for v in images.shape[1:4])
         self.shift, sigma, smooth = cfg.scaled(min(h, w))
-        self.lags = _lags(c, h, w, self.shift, str(self.device))
+        self.lags = lag_tables(c, h, w, self.shift, str(self.device))
         # the zoom (a crop scaled back up) and the smoothing, both linear along each axis: one matrix per axis
         my, mx = np.eye(h), np.eye(w)
         if zoom is not None:
@@ -649,7 +424,7 @@ def pair_scores(a: NDArray[Any], b: NDArray[Any], max_shift: int = 3, flip: bool
         term = _prepare(x - x.mean(dim=(1, 2, 3), keepdim=True), max_shift,
                         _Term.empty(len(x), int(x.shape[1]), int(x.shape[2]), int(x.shape[3]), max_shift, "cpu"))
         k = torch.arange(len(a))
-        lags = _lags(int(x.shape[1]), int(x.shape[2]), int(x.shape[3]), max_shift, "cpu")
+        lags = lag_tables(int(x.shape[1]), int(x.shape[2]), int(x.shape[3]), max_shift, "cpu")
         return _best(term, term, k, k + len(a), lags, flip).to(torch.float32).numpy()
 
 
