@@ -167,8 +167,9 @@ def _cue_search(ds: Any, cfg: Any) -> list[dict[str, Any]]:
     base = np.ascontiguousarray(cached_pixel_cue(ds, cfg.sides[0])[ds.split == TRAIN])
     k = cfg.top_k + 1
     faiss_s, (ref, _) = timed(lambda: search.faiss_flat_topk(base, base, k))
-    basis = search.principal_basis(base)
-    ours_s, (ids, _) = timed(lambda: search.ExactIndex(base).search(base, k))
+    index = search.ExactIndex(base)
+    ours_s, (ids, _) = timed(lambda: index.search(base, k))
+    basis = None if isinstance(index.basis, str) else index.basis  # the directions that search found
     full_s, (full, _) = timed(lambda: search.exact_topk(base, base, k, basis=None))
 
     def same(x: np.ndarray) -> str:
